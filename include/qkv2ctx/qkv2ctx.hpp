@@ -5,4 +5,5 @@
 #include "qkv2ctx/int8.hpp"
 #include "qkv2ctx/plan.hpp"
 #include "qkv2ctx/tensor.hpp"
+#include "qkv2ctx/trt_plugin.hpp"
 #include "qkv2ctx/types.hpp"
