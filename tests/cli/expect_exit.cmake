@@ -1,0 +1,28 @@
+# Runs one command and checks its exit code and output (CTest driver for the CLI's error paths).
+#   cmake -DCMD="prog|arg1|arg2" -DEXPECT_RC=2 [-DEXPECT_REGEX=re] [-DSTREAM=stderr|stdout]
+#         [-DONE_LINE=ON] -P expect_exit.cmake
+# '|' separates the arguments (CMake lists would be split by add_test).
+string(REPLACE "|" ";" cmd "${CMD}")
+execute_process(COMMAND ${cmd} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT STREAM)
+  set(STREAM stderr)
+endif()
+if(STREAM STREQUAL "stdout")
+  set(text "${out}")
+else()
+  set(text "${err}")
+endif()
+if(NOT "${rc}" STREQUAL "${EXPECT_RC}")
+  message(FATAL_ERROR "exit code ${rc}, expected ${EXPECT_RC}\nstdout:\n${out}\nstderr:\n${err}")
+endif()
+if(DEFINED EXPECT_REGEX AND NOT text MATCHES "${EXPECT_REGEX}")
+  message(FATAL_ERROR "${STREAM} does not match '${EXPECT_REGEX}'\nstdout:\n${out}\nstderr:\n${err}")
+endif()
+if(ONE_LINE)
+  string(REGEX MATCHALL "\n" newlines "${text}")
+  list(LENGTH newlines n)
+  if(NOT n EQUAL 1)
+    message(FATAL_ERROR "${STREAM} should be exactly one line, got ${n} line breaks:\n${text}")
+  endif()
+endif()
+message(STATUS "exit code ${rc} as expected\n${out}${err}")

@@ -1,0 +1,13 @@
+# Runs two commands and requires both to succeed with identical, non-empty stdout.
+#   cmake -DCMD_A="prog|args" -DCMD_B="prog|args" -P same_output.cmake   ('|' separates arguments)
+foreach(which A B)
+  string(REPLACE "|" ";" cmd "${CMD_${which}}")
+  execute_process(COMMAND ${cmd} RESULT_VARIABLE rc OUTPUT_VARIABLE out_${which} ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "${CMD_${which}} exited ${rc}:\n${out_${which}}${err}")
+  endif()
+endforeach()
+if(out_A STREQUAL "" OR NOT out_A STREQUAL out_B)
+  message(FATAL_ERROR "outputs differ\n--- ${CMD_A}\n${out_A}\n--- ${CMD_B}\n${out_B}")
+endif()
+message(STATUS "identical output:\n${out_A}")
