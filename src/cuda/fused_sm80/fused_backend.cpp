@@ -1,8 +1,187 @@
-// Placeholder until the fused kernel family lands.
+// The cuda-fused backend for FP16 / BF16 on sm_80 and newer: one flash-style kernel family
+// (fused_kernel.cuh) for every S, layout and mask mode. The tile shape is picked per run from S and
+// the batch (fused_tile_policy.hpp); the workspace is only the StatsBlock, which the kernel itself
+// rewrites (and, in varlen mode, fills with the result of its cu_seqlens check).
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <string>
+
 #include "core/backend.hpp"
+#include "cuda/common/cuda_check.hpp"
+#include "cuda/common/device.hpp"
+#include "cuda/common/device_guard.hpp"
+#include "cuda/common/run_checks.hpp"
+#include "cuda/common/stats.hpp"
+#include "cuda/fused_sm80/fused_params.hpp"
+#include "cuda/fused_sm80/int8_backend.hpp"
+#include "cuda/fused_sm80/fused_tile_policy.hpp"
+#include "qkv2ctx/error.hpp"
+
 namespace qkv2ctx {
-std::unique_ptr<BackendImpl> make_cuda_fused_backend(const AttentionDesc&, int, std::string* why) {
-  *why = "the cuda-fused backend is not implemented yet";
-  return nullptr;
+namespace fused_sm80 {
+
+FusedLaunch plan_fused_launch(const RunParams& run, int num_sms, std::optional<TileShape> forced) {
+  const AttentionDesc& d = *run.desc;
+  FusedLaunch l;
+  l.dtype = d.dtype;
+  l.head_size = d.head_size;
+  l.tile = forced ? *forced
+                  : choose_tile(run.max_seqlen, static_cast<std::int64_t>(run.batch) * d.num_heads, num_sms);
+  const TileConfig cfg = tile_config(l.tile, d.head_size);
+  FusedParams& p = l.params;
+  p.qkv = run.qkv;
+  p.out = run.out;
+  p.seq_lens = run.seq_lens;
+  p.cu_seqlens = run.cu_seqlens;
+  p.stats = static_cast<StatsBlock*>(run.workspace);
+  p.num_tokens = run.num_tokens;
+  p.batch = run.batch;
+  p.max_seqlen = run.max_seqlen;
+  p.num_heads = d.num_heads;
+  p.layout = d.layout;
+  p.mask = d.mask;
+  p.tile_slots = d.mask == MaskMode::varlen ? varlen_tile_slots(cfg.block_m, run.num_tokens, run.batch)
+                                            : (run.max_seqlen + cfg.block_m - 1) / cfg.block_m;
+  p.kv_stages = kv_stages_for(cfg, run.max_seqlen);
+  // exp(x * scale) = 2^(x * scale * log2(e)): one FFMA and one MUFU.EX2 per score.
+  p.scale_log2 = static_cast<float>(std::log2(std::exp(1.0)) / std::sqrt(static_cast<double>(d.effective_scale_head_size())));
+  return l;
 }
+
+void launch_fused(const FusedLaunch& l, cudaStream_t stream) {
+  if (l.params.mask == MaskMode::varlen && l.params.batch == 0) {
+    // No sequence, so no CTA to rewrite the StatsBlock: the common reset + check (cu_seqlens[0] only).
+    cuda::reset_stats(l.params.stats, stream);
+    cuda::resolve_cu_seqlens(l.params.cu_seqlens, 0, l.params.max_seqlen, l.params.num_tokens, nullptr,
+                             l.params.stats, stream);
+    return;
+  }
+  if (l.dtype == DType::bf16) launch_fused_bf16(l.params, l.head_size, l.tile, stream);
+  else launch_fused_fp16(l.params, l.head_size, l.tile, stream);
+}
+
+}  // namespace fused_sm80
+
+namespace cuda {
+namespace {
+
+constexpr int kMinSm = 80;  // cp.async, ldmatrix, bf16 mma.sync
+
+std::string supported_head_sizes() {
+  std::string s;
+  for (int h : fused_sm80::kSupportedHeadSizes) s += (s.empty() ? "" : ", ") + std::to_string(h);
+  return "{" + s + "}";
+}
+
+std::string describe_tile(fused_sm80::TileShape shape, int head_size) {
+  const fused_sm80::TileConfig c = fused_sm80::tile_config(shape, head_size);
+  return "BM=" + std::to_string(c.block_m) + " (" + std::to_string(c.warps) + " warps x " +
+         std::to_string(16 * c.m_tiles_per_warp) + " rows), BN=" + std::to_string(c.block_n) + ", Q " +
+         (c.q_in_registers ? "in registers" : "re-read from shared memory") + ", " +
+         std::to_string(c.kv_stages) + " cp.async K/V stages, smem " +
+         std::to_string(fused_sm80::smem_bytes(c, head_size, c.kv_stages) / 1024) + " KiB";
+}
+
+// QKV2CTX_FUSED_TILE=m64|m128 forces one tile shape for every run of plans made while it is set (the
+// tests cover both shapes of every kernel with small problems; benchmarks compare them). Read once,
+// at plan creation.
+std::optional<fused_sm80::TileShape> forced_tile_from_env() {
+  const char* v = std::getenv("QKV2CTX_FUSED_TILE");
+  if (v == nullptr || *v == '\0') return std::nullopt;
+  const std::string s(v);
+  if (s == "m64") return fused_sm80::TileShape::m64;
+  if (s == "m128") return fused_sm80::TileShape::m128;
+  throw Error(ErrorCode::invalid_argument,
+              "QKV2CTX_FUSED_TILE = '" + s + "' is not allowed: use m64, m128 or leave it unset");
+}
+
+class FusedBackend final : public BackendImpl {
+ public:
+  FusedBackend(const AttentionDesc& desc, const DeviceCaps& caps)
+      : desc_(desc), caps_(caps), forced_tile_(forced_tile_from_env()) {}
+
+  Backend kind() const override { return Backend::cuda_fused; }
+  MemSpace memory_space() const override { return MemSpace::cuda; }
+
+  std::string describe() const override {
+    using fused_sm80::TileShape;
+    if (forced_tile_)
+      return std::string("fused_sm80 flash attention, ") + (desc_.dtype == DType::bf16 ? "BF16" : "FP16") +
+             " mma.sync m16n8k16, D=" + std::to_string(desc_.head_size) + ", tile forced by QKV2CTX_FUSED_TILE: " +
+             describe_tile(*forced_tile_, desc_.head_size);
+    return std::string("fused_sm80 flash attention, ") + (desc_.dtype == DType::bf16 ? "BF16" : "FP16") +
+           " mma.sync m16n8k16 with FP32 accumulation, online softmax (exp2), P rounded to " +
+           (desc_.dtype == DType::bf16 ? "BF16" : "FP16") + " in registers, D=" +
+           std::to_string(desc_.head_size) + "; per run: S <= 64 or fewer than " +
+           "4 CTAs per SM at BM=128 -> " + describe_tile(TileShape::m64, desc_.head_size) + "; otherwise " +
+           describe_tile(TileShape::m128, desc_.head_size) + "; device " + std::to_string(caps_.device) +
+           " " + caps_.name + " sm_" + std::to_string(caps_.sm) + ", " + std::to_string(caps_.num_sms) + " SMs";
+  }
+
+  std::size_t workspace_bytes(const ProblemSize&) const override { return kStatsBytes; }
+
+  void run(const RunParams& p) const override {
+    ScopedDevice on(caps_.device);
+    check_alignment("qkv", p.qkv);
+    check_alignment("out", p.out);
+    const fused_sm80::FusedLaunch launch = fused_sm80::plan_fused_launch(p, caps_.num_sms, forced_tile_);
+    fused_sm80::launch_fused(launch, static_cast<cudaStream_t>(p.stream));
+  }
+
+  RunStats read_stats(const Workspace& ws, void* stream) const override {
+    ScopedDevice on(caps_.device);
+    return cuda::read_stats(ws.data, static_cast<cudaStream_t>(stream));
+  }
+
+ private:
+  AttentionDesc desc_;
+  DeviceCaps caps_;
+  std::optional<fused_sm80::TileShape> forced_tile_;
+};
+
+}  // namespace
+}  // namespace cuda
+
+std::unique_ptr<BackendImpl> make_cuda_fused_backend(const AttentionDesc& desc, int device, std::string* why_not) {
+  const int devices = cuda_device_count();
+  if (device < 0 || device >= devices) {  // a CUDA build on a machine without that device
+    *why_not = "CUDA device " + std::to_string(device) + " does not exist (" + std::to_string(devices) + " found)";
+    return nullptr;
+  }
+  switch (desc.dtype) {
+    case DType::fp16:
+    case DType::bf16:
+      break;
+    case DType::int8:
+      return make_fused_int8_backend(desc, cuda::query_device(device), why_not);
+    case DType::fp32:
+      *why_not = "dtype fp32 has no fused kernel (the fused family is FP16/BF16 on tensor cores); backend "
+                 "cuda-unfused runs it";
+      return nullptr;
+    default:
+      *why_not = "dtype " + std::string(to_string(desc.dtype)) + " is not an attention dtype";
+      return nullptr;
+  }
+  if (!fused_sm80::is_supported_head_size(desc.head_size)) {
+    *why_not = "head size " + std::to_string(desc.head_size) + " has no fused kernel; the fused " +
+               "FP16/BF16 kernels support head sizes " + cuda::supported_head_sizes();
+    return nullptr;
+  }
+  if (desc.layout == Layout::chw32) {
+    *why_not = "layout chw32 is INT8-only; the fused FP16/BF16 kernels read layouts trt and hf";
+    return nullptr;
+  }
+  const cuda::DeviceCaps caps = cuda::query_device(device);
+  if (caps.sm < cuda::kMinSm) {
+    *why_not = "device " + std::to_string(device) + " (" + caps.name + ") is sm_" + std::to_string(caps.sm) +
+               "; the fused FP16/BF16 kernels need sm_80 or newer (mma.sync bf16, cp.async, ldmatrix)";
+    return nullptr;
+  }
+  return std::make_unique<cuda::FusedBackend>(desc, caps);
+}
+
 }  // namespace qkv2ctx

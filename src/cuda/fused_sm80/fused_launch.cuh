@@ -1,0 +1,69 @@
+// Host side of one kernel instance: grid, dynamic shared memory (opted in once per device), launch,
+// launch check. Included by the per-dtype instantiation files only.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include "cuda/common/cuda_check.hpp"
+#include "cuda/fused_sm80/fused_kernel.cuh"
+#include "qkv2ctx/error.hpp"
+
+namespace qkv2ctx::fused_sm80 {
+
+template <class Tr>
+void launch_fused_instance(const FusedParams& p, cudaStream_t stream) {
+  const std::int64_t heads_grid = p.mask == MaskMode::varlen
+                                      ? static_cast<std::int64_t>(p.num_heads)
+                                      : static_cast<std::int64_t>(p.num_heads) * p.batch;
+  const std::int64_t ctas = p.tile_slots * heads_grid;
+  if (ctas == 0) return;
+  if (ctas > 0x7fffffffLL)
+    throw Error(ErrorCode::unsupported, "fused attention: " + std::to_string(ctas) +
+                                            " CTAs exceed the grid limit of 2^31 - 1");
+  const int smem = smem_bytes(Tr::kConfig, Tr::kHeadDim, p.kv_stages);
+  // Above 48 KB a kernel must opt in to its dynamic shared memory, once per device (the attribute is
+  // per device context). The largest size any run of this instance can ask for is set.
+  static std::atomic<std::uint64_t> opted_in_devices{0};
+  int device = 0;
+  QKV2CTX_CUDA_CHECK(cudaGetDevice(&device));
+  const std::uint64_t bit = device < 64 ? (1ull << device) : 0;
+  if (bit == 0 || (opted_in_devices.load(std::memory_order_relaxed) & bit) == 0) {
+    QKV2CTX_CUDA_CHECK(cudaFuncSetAttribute(fused_attention_kernel<Tr>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            smem_bytes(Tr::kConfig, Tr::kHeadDim, Tr::kConfig.kv_stages)));
+    opted_in_devices.fetch_or(bit, std::memory_order_relaxed);
+  }
+  // A launch error is only visible through cudaGetLastError(), which also returns an unrelated earlier
+  // failure nobody collected: clear that first so the check below reports this launch.
+  (void)cudaGetLastError();
+  fused_attention_kernel<Tr><<<static_cast<unsigned>(ctas), Tr::kThreads, smem, stream>>>(p);
+  QKV2CTX_CHECK_LAUNCH("fused_attention_kernel");
+}
+
+// Run-time (head size, tile shape) -> compile-time instance, for one element type: every head size of
+// kSupportedHeadSizes x every TileShape is instantiated here (5 x 2 kernels per dtype).
+template <class Elem>
+void launch_fused_typed(const FusedParams& p, int head_size, TileShape tile, cudaStream_t stream) {
+  auto by_tile = [&](auto head_dim) {
+    constexpr int kD = decltype(head_dim)::value;
+    switch (tile) {
+      case TileShape::m64: return launch_fused_instance<FusedTraits<Elem, kD, TileShape::m64>>(p, stream);
+      case TileShape::m128: return launch_fused_instance<FusedTraits<Elem, kD, TileShape::m128>>(p, stream);
+    }
+    throw Error(ErrorCode::internal, "fused attention: unknown tile shape");
+  };
+  switch (head_size) {
+    case 32: return by_tile(std::integral_constant<int, 32>{});
+    case 64: return by_tile(std::integral_constant<int, 64>{});
+    case 80: return by_tile(std::integral_constant<int, 80>{});
+    case 96: return by_tile(std::integral_constant<int, 96>{});
+    case 128: return by_tile(std::integral_constant<int, 128>{});
+    default:
+      throw Error(ErrorCode::internal, "fused attention: no kernel for head size " + std::to_string(head_size));
+  }
+}
+
+}  // namespace qkv2ctx::fused_sm80

@@ -1,0 +1,95 @@
+// Tile sizes of the sm_80 fused FP16/BF16 kernel family and the rule that picks one per run. Plain
+// constexpr C++ (no CUDA headers) so the host tests can check it and the kernel traits derive from it:
+// the numbers below exist once.
+#pragma once
+#include <cstdint>
+
+namespace qkv2ctx::fused_sm80 {
+
+// Head sizes with a compiled kernel. All are multiples of 16 (the k extent of m16n8k16), so Q·Kᵀ needs
+// no padding of D; rows of D FP16 values are multiples of 16 bytes for cp.async.
+inline constexpr int kSupportedHeadSizes[] = {32, 64, 80, 96, 128};
+constexpr bool is_supported_head_size(int d) {
+  for (int s : kSupportedHeadSizes)
+    if (s == d) return true;
+  return false;
+}
+
+// The two query-tile shapes compiled for every (dtype, head size). Both use 16-row mma.sync tiles, K/V
+// tiles of BN keys in a 2-stage cp.async ring and 4 warps; they differ in rows per warp.
+//  m128: 4 warps x 32 rows (2 MMA row tiles per warp). Each K/V fragment read from shared memory feeds
+//        two MMAs: 1-1.25 clk of ldmatrix traffic per MMA against the mma.sync rate of one m16n8k16
+//        per 1.5 clk per SM (H100). ~240 registers: 2 CTAs = 8 warps per SM.
+//  m64:  4 warps x 16 rows, 3-4 CTAs per SM: short sequences (S <= 64 wastes half of a 128-row tile)
+//        and batches too small to fill the SMs with 128-row tiles.
+// Measured on the H100 (FP16, D = 64, S = 384/512) and not kept: 8 warps x 16 rows at <= 128 registers
+// (16 warps per SM) ran 10% slower than m128 (twice the ldmatrix bytes per MMA); issuing the next
+// tile's Q·Kᵀ beside the current softmax (two score tiles in registers) ran 3-20% slower (the extra
+// registers cost occupancy).
+enum class TileShape : std::uint8_t { m64, m128 };
+
+struct TileConfig {
+  int block_m;            // query rows per CTA
+  int block_n;            // keys per K/V tile
+  int warps;              // one warp per 16 * m_tiles_per_warp query rows
+  int m_tiles_per_warp;   // 16-row MMA tiles per warp
+  int kv_stages;          // cp.async ring depth for K and for V
+  bool q_in_registers;    // Q fragments loaded once (else re-read from shared memory per K tile)
+  int min_blocks_per_sm;  // __launch_bounds__ occupancy target (caps registers per thread)
+};
+
+constexpr TileConfig tile_config(TileShape shape, int head_size) {
+  TileConfig c{};
+  c.kv_stages = 2;
+  c.warps = 4;
+  c.m_tiles_per_warp = shape == TileShape::m128 ? 2 : 1;
+  c.block_m = c.warps * 16 * c.m_tiles_per_warp;
+  // Keys per K/V tile: 64 gives 8 score n-tiles (32 fp32 registers per 16 rows) and amortizes each Q
+  // fragment over 8 MMAs. D = 128 halves it: its output accumulators (D/2 per 16 rows) leave no room
+  // for 64 scores per 16 rows beside them under the register caps below (measured: spills).
+  c.block_n = head_size > 96 ? 32 : 64;
+  // Q fragments cost m_tiles * D / 4 registers per thread (32 for 32 rows x D = 64): kept where they fit
+  // beside the output (m_tiles * D / 2) and score (m_tiles * BN / 2) accumulators under the cap.
+  // (D = 96 keeps Q in shared memory: with it in registers ptxas spills at both register caps.)
+  c.q_in_registers = c.m_tiles_per_warp * head_size <= 128 && head_size != 96;
+  // Register caps: m128 255 (2 x 128 threads per SM); m64 168 (3 x 128 threads), 128 for D = 32
+  // (4 x 128). ptxas -v: no spills for any instance on sm_80 or sm_90a.
+  c.min_blocks_per_sm = shape == TileShape::m64 ? (head_size <= 32 ? 4 : 3) : 2;
+  return c;
+}
+
+// Shared-memory rows are padded by 16 bytes: the row pitch in 16-byte chunks (D/8 + 1 = 5, 9, 11, 13,
+// 17) is odd for every supported D, so the 8 row addresses of one ldmatrix 8x8 matrix fall in 8
+// different bank groups (conflict-free), and so do the 4-byte fragment stores of the epilogue.
+constexpr int smem_row_elems(int head_size) { return head_size + 8; }
+
+// K/V ring stages a run needs: never more than its tiles of keys (S <= BN needs one).
+constexpr int kv_stages_for(const TileConfig& c, int max_seqlen) {
+  const int tiles = (max_seqlen + c.block_n - 1) / c.block_n;
+  return tiles < 1 ? 1 : (tiles < c.kv_stages ? tiles : c.kv_stages);
+}
+
+// Dynamic shared memory (bytes, 2-byte elements): the Q tile (reused for staging the output) plus
+// `stages` K tiles and `stages` V tiles.
+constexpr int smem_bytes(const TileConfig& c, int head_size, int stages) {
+  return (c.block_m + 2 * stages * c.block_n) * smem_row_elems(head_size) * 2;
+}
+
+// Query-tile slots of one head in varlen mode, from host-known sizes only: sequence b owns the slots
+// [floor(cu[b]/BM) + b, floor(cu[b+1]/BM) + b + 1), which hold its ceil(len_b/BM) tiles (and at most
+// two surplus slots that exit at once). So the grid is floor(T/BM) + B per head, with no device scan.
+constexpr std::int64_t varlen_tile_slots(int block_m, std::int64_t num_tokens, int batch) {
+  return num_tokens / block_m + batch;
+}
+
+// Picks the tile shape for a run. S <= 64: m64 (a 128-row tile would be at least half padding).
+// Otherwise m128 when it still gives at least 4 CTAs per SM over the run (2 resident per SM, so two
+// waves and a tail that is a small fraction); else m64, whose smaller tiles spread a small batch
+// over more SMs (132 on H100) and hold 3 CTAs per SM.
+constexpr TileShape choose_tile(int max_seqlen, std::int64_t batch_times_heads, int num_sms) {
+  if (max_seqlen <= 64) return TileShape::m64;
+  const std::int64_t ctas_m128 = batch_times_heads * ((max_seqlen + 127) / 128);
+  return ctas_m128 >= 4LL * num_sms ? TileShape::m128 : TileShape::m64;
+}
+
+}  // namespace qkv2ctx::fused_sm80

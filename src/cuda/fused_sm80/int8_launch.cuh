@@ -1,0 +1,56 @@
+// Host side of one INT8 kernel instance: dynamic shared memory opt-in (once per device), grid, launch,
+// launch check. Included by the per-head-size instantiation files only.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "cuda/common/cuda_check.hpp"
+#include "cuda/fused_sm80/int8_launch.hpp"
+#include "cuda/fused_sm80/int8_resident.cuh"
+#include "cuda/fused_sm80/int8_streaming.cuh"
+#include "qkv2ctx/error.hpp"
+
+namespace qkv2ctx::fused_int8 {
+
+using Int8Kernel = void (*)(Int8Params);
+
+// Above 48 KB a kernel must opt in to its dynamic shared memory, per device. The resident schedule's
+// size depends on the run, so each kernel opts in to the device's limit once; the launch then asks for
+// what the run needs (occupancy follows the launch's size, not the attribute).
+inline void opt_in_shared_memory(Int8Kernel kernel, std::atomic<std::uint64_t>& opted_in) {
+  int device = 0;
+  QKV2CTX_CUDA_CHECK(cudaGetDevice(&device));
+  const std::uint64_t bit = device < 64 ? (1ull << device) : 0;
+  if (bit != 0 && (opted_in.load(std::memory_order_relaxed) & bit) != 0) return;
+  int limit = 0;
+  QKV2CTX_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  cudaFuncAttributes attr{};
+  QKV2CTX_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+  // The opt-in limit covers static + dynamic shared memory (the kernels have ~100 bytes of static).
+  const int dynamic_limit = limit - static_cast<int>(attr.sharedSizeBytes);
+  QKV2CTX_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic_limit));
+  opted_in.fetch_or(bit, std::memory_order_relaxed);
+}
+
+template <int D>
+void launch_int8_instance(const Int8Params& p, const Int8Launch& l, cudaStream_t stream) {
+  const std::int64_t ctas = l.ctas > 0 ? l.ctas : 1;
+  if (ctas > 0x7fffffffLL)
+    throw Error(ErrorCode::unsupported, "fused INT8 attention: " + std::to_string(ctas) +
+                                            " CTAs exceed the grid limit of 2^31 - 1");
+  static std::atomic<std::uint64_t> resident_opted{0}, streaming_opted{0};
+  if (l.schedule == Int8Schedule::resident) {
+    opt_in_shared_memory(int8_resident_kernel<D>, resident_opted);
+    int8_resident_kernel<D><<<static_cast<unsigned>(ctas), kResidentThreads, l.smem_bytes, stream>>>(p);
+    QKV2CTX_CHECK_LAUNCH("int8_resident_kernel");
+  } else {
+    opt_in_shared_memory(int8_streaming_kernel<D>, streaming_opted);
+    int8_streaming_kernel<D><<<static_cast<unsigned>(ctas), kStreamThreads, l.smem_bytes, stream>>>(p);
+    QKV2CTX_CHECK_LAUNCH("int8_streaming_kernel");
+  }
+}
+
+}  // namespace qkv2ctx::fused_int8

@@ -1,0 +1,217 @@
+// The fused sm_80 INT8 kernel family: launch arguments, the two schedules and the host rule that picks
+// one per run. Plain C++ (no CUDA headers): included by the kernels, the backend and the host tests, so
+// every number below exists once.
+//
+// Probabilities are quantized after normalization (SPEC 5.0 step 6), so a row's exponential sum must be
+// known before any of its probabilities enters P·V. Two schedules:
+//   resident   the sequence's K and V (transposed) stay in shared memory; the row's exponentials stay in
+//              registers, spread over `key_groups` warps (128 keys each) that exchange row maxima and
+//              sums through shared memory and add their partial P·V at the end. One pass over the keys:
+//              each exponential is computed once. S <= 4 * 128 = 512 and the K/V copy must fit.
+//   streaming  flash-style K/V tiles of 64 keys through a 2-stage cp.async ring, every warp owns 16
+//              query rows: pass 1 sums the exponentials (after a row-max pass in row_max mode), pass 2
+//              recomputes Q·Kᵀ and the exponentials, quantizes with the known sum and accumulates P·V.
+//              Any S; each exponential is computed twice.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+
+#include "qkv2ctx/types.hpp"
+
+namespace qkv2ctx {
+struct StatsBlock;
+}
+
+namespace qkv2ctx::fused_int8 {
+
+inline constexpr int kStreamWarps = 8;           // streaming: 8 warps x 16 rows
+inline constexpr int kStreamThreads = kStreamWarps * 32;
+inline constexpr int kResidentWarps = 4;         // resident: 4 warps, so two CTAs (255 registers each)
+inline constexpr int kResidentThreads = kResidentWarps * 32;  // share an SM and overlap their K/V copies
+inline constexpr int kChunkKeys = 32;            // k extent of one P·V mma: the unit keys are dealt in
+inline constexpr int kKeysPerWarp = 128;         // resident: exponentials per warp row (64 registers)
+inline constexpr int kMaxKeyGroups = kResidentWarps;  // resident: warps sharing one 16-row block
+inline constexpr int kResidentMaxKeys = kMaxKeyGroups * kKeysPerWarp;
+// The automatic choice takes the resident schedule up to this S only. Measured on an H100 (D = 64,
+// full-length varlen, same run): S = 128 resident 79.6-83.9 us vs streaming 83.5; S = 384 resident
+// >= 186 us vs streaming 156; S = 512 resident >= 210 / 271 vs streaming 194 / 257. With key groups
+// (S > 128) the resident CTA's 3 named barriers per 16-row block, the partial-context exchange and its
+// 8 warps per SM (255 registers) cost more than the second pass of exponentials saves.
+inline constexpr int kResidentAutoMaxKeys = 128;
+inline constexpr int kStreamBlockM = kStreamWarps * 16;  // streaming: query rows per CTA
+inline constexpr int kStreamTileKeys = 64;               // streaming: keys per K/V tile
+
+constexpr bool is_supported_head_size(int d) { return d == 32 || d == 64 || d == 128; }
+
+enum class Int8Schedule : std::uint8_t { resident, streaming };
+
+// Test and benchmark hooks; the defaults pick by the rules below.
+struct Int8Options {
+  enum class Force : std::uint8_t { automatic, resident, streaming } force = Force::automatic;
+  int block_m = 0;  // resident: query rows per CTA (a multiple of 16); 0 = choose
+};
+
+// Per-CTA counter slots (fixed_bound / guarded): each CTA writes its own, so no counter has to be
+// zeroed before the launch; read back and summed on the host by read_stats.
+struct Int8CounterSlot {
+  std::uint32_t underflow_rows;
+  std::uint32_t overflow_rows;
+  std::uint32_t repaired_rows;
+  std::uint32_t unused;
+};
+
+// Passed by value to both kernels.
+struct Int8Params {
+  const std::int8_t* qkv = nullptr;
+  std::int8_t* out = nullptr;
+  const std::int32_t* seq_lens = nullptr;    // mask lengths: [batch]
+  const std::int32_t* cu_seqlens = nullptr;  // mask varlen: [batch + 1]
+  StatsBlock* stats = nullptr;               // written by CTA 0 (errors, counters zeroed)
+  Int8CounterSlot* slots = nullptr;          // [ctas] when the bound mode counts rows, else null
+  std::uint32_t* slot_count = nullptr;       // CTA 0 writes the grid size here (with slots)
+  std::int64_t num_tokens = 0;               // T: rows of qkv / out
+  std::int64_t tile_slots = 0;               // query-tile slots per (sequence, head), or per head (varlen)
+  int batch = 0;
+  int max_seqlen = 0;   // S (padded) or the host upper bound (varlen; longer sequences are cut to it)
+  int num_heads = 0;
+  int block_m = 0;      // query rows per CTA
+  int key_groups = 1;   // resident: warps per 16-row block (1, 2, 4 or 8)
+  int keys_capacity = 0;  // resident: keys the shared-memory K / Vt regions hold (multiple of 32)
+  float scale_bmm1 = 0, scale_softmax = 0, scale_bmm2 = 0, fixed_bound = 0;
+  Layout layout = Layout::trt;
+  MaskMode mask = MaskMode::none;
+  BoundMode bound = BoundMode::row_max;
+};
+
+// ---- shared-memory layouts (bytes) -----------------------------------------------------------------
+
+// resident: Q [block_m][D] | K [cap][D] | Vt [cap/32][D/16][32 lanes][16 B] | O partials
+// [4 warps][16 rows][D] int32 (also the staging area of raw V rows, 256 keys per round) | row exchange
+// [2][4 warps][16] x 4 B.
+struct ResidentSmem {
+  int q, k, vt, obuf, xch, total;
+};
+constexpr ResidentSmem resident_smem(int head_size, int block_m, int keys_capacity) {
+  ResidentSmem s{};
+  s.q = 0;
+  s.k = s.q + block_m * head_size;
+  s.vt = s.k + keys_capacity * head_size;
+  s.obuf = s.vt + keys_capacity * head_size;
+  s.xch = s.obuf + kResidentWarps * 16 * head_size * 4;
+  s.total = s.xch + 2 * kResidentWarps * 16 * 4;
+  return s;
+}
+// Shared memory the per-block opt-in limit must leave for the kernels' static variables (CTA counters,
+// the cu_seqlens check's minimum; ~100 bytes).
+inline constexpr int kStaticSmemReserve = 1024;
+// Raw V rows staged per conversion round (the O-partials area holds 256 rows of D bytes).
+inline constexpr int kVStageKeys = kResidentWarps * 16 * 4;
+// Dynamic shared memory per CTA that still lets two resident CTAs share an SM (228 KiB per SM, minus
+// 1 KiB reserved per CTA and the static variables).
+inline constexpr int kTwoCtaSmem = 112 * 1024;
+
+// streaming: Q [128][D] | K ring [2][64][D] | V ring [2][64][D].
+constexpr int streaming_smem(int head_size) { return (kStreamBlockM + 4 * kStreamTileKeys) * head_size; }
+
+// ---- the per-run choice ----------------------------------------------------------------------------
+
+struct Int8Launch {
+  Int8Schedule schedule = Int8Schedule::streaming;
+  int block_m = kStreamBlockM;
+  int key_groups = 1;
+  int keys_capacity = 0;
+  int smem_bytes = 0;
+  std::int64_t tile_slots = 0;
+  std::int64_t ctas = 0;
+};
+
+constexpr int round_up(int v, int m) { return (v + m - 1) / m * m; }
+
+// Query-tile slots (see fused_tile_policy.hpp, varlen_tile_slots): per head, sequence b owns the slots
+// [floor(cu[b]/BM) + b, floor(cu[b+1]/BM) + b + 1), so floor(T/BM) + B slots cover every tile with at
+// most B + 1 idle CTAs and no device scan.
+constexpr std::int64_t tile_slots_for(MaskMode mask, int block_m, int max_seqlen, std::int64_t num_tokens,
+                                      int batch) {
+  return mask == MaskMode::varlen ? num_tokens / block_m + batch : (max_seqlen + block_m - 1) / block_m;
+}
+
+// Warps per 16-row block so that 128 keys per warp cover max_seqlen.
+constexpr int key_groups_for(int max_seqlen) {
+  int g = 1;
+  while (g * kKeysPerWarp < max_seqlen) g *= 2;
+  return g;
+}
+
+// Busy CTAs of a launch with `block_m` query rows per CTA (varlen: at most one partial tile per sequence
+// beyond T / block_m, and never more than B * ceil(S / block_m)).
+inline std::int64_t busy_ctas(MaskMode mask, int block_m, int batch, int max_seqlen, std::int64_t num_tokens,
+                              int num_heads) {
+  const std::int64_t per_seq = (max_seqlen + block_m - 1) / block_m;
+  std::int64_t tiles = static_cast<std::int64_t>(batch) * per_seq;
+  if (mask == MaskMode::varlen) tiles = std::min(tiles, num_tokens / block_m + batch);
+  return tiles * num_heads;
+}
+
+// Resident query rows per CTA: every CTA first copies its sequence's K and V (worth about 48 rows of
+// compute), so more rows per CTA amortize the copy, but fewer, longer CTAs leave a larger last wave.
+// Minimizes waves x (rows + 48) over multiples of 16 up to S, within the two-CTAs-per-SM shared memory
+// (or the device limit when even 16 rows do not fit two per SM, e.g. D = 128 at S = 512).
+inline int choose_resident_block_m(int head_size, MaskMode mask, int batch, int max_seqlen,
+                                   std::int64_t num_tokens, int num_heads, int num_sms, int max_smem_optin) {
+  const int cap = round_up(std::max(max_seqlen, 1), kChunkKeys);
+  const int s16 = round_up(std::max(max_seqlen, 1), 16);
+  const bool two_per_sm = resident_smem(head_size, 16, cap).total <= kTwoCtaSmem;
+  const int smem_limit = two_per_sm ? kTwoCtaSmem : max_smem_optin - kStaticSmemReserve;
+  const std::int64_t slots = static_cast<std::int64_t>(std::max(num_sms, 1)) * (two_per_sm ? 2 : 1);
+  int best = 16;
+  double best_cost = -1.0;
+  for (int bm = 16; bm <= std::min(s16, 1024); bm += 16) {
+    if (resident_smem(head_size, bm, cap).total > smem_limit) break;
+    const std::int64_t ctas = busy_ctas(mask, bm, batch, max_seqlen, num_tokens, num_heads);
+    const double cost = static_cast<double>((ctas + slots - 1) / slots) * (bm + 48);
+    if (best_cost < 0 || cost < best_cost) {
+      best_cost = cost;
+      best = bm;
+    }
+  }
+  // varlen with whole sequences per CTA: each sequence owns floor(cu[b+1]/BM) - floor(cu[b]/BM) + 1 slots,
+  // of which all but one idle; a larger BM (more Q rows reserved, no more work) removes idle CTAs (each
+  // still resolves its slot through cu_seqlens). Measured at S = 128: BM = 512 79.6 us vs 128 83.9 us.
+  if (mask == MaskMode::varlen && best >= s16) {
+    int bm = std::min(4 * s16, 1024);
+    while (bm > best && resident_smem(head_size, bm, cap).total > smem_limit) bm -= 16;
+    best = std::max(best, bm);
+  }
+  return best;
+}
+
+// Resident (when forced: S <= 512 and K + Vt fit shared memory; automatically: S <= 128) or streaming.
+inline Int8Launch plan_int8_launch(int head_size, MaskMode mask, int batch, int max_seqlen,
+                                   std::int64_t num_tokens, int num_heads, int max_smem_optin,
+                                   const Int8Options& opt = {}, int num_sms = 132) {
+  Int8Launch l;
+  const int cap = round_up(std::max(max_seqlen, 1), kChunkKeys);
+  const bool resident_fits = max_seqlen <= kResidentMaxKeys &&
+                             resident_smem(head_size, 16, cap).total + kStaticSmemReserve <= max_smem_optin;
+  const bool resident = opt.force == Int8Options::Force::resident ||
+                        (opt.force == Int8Options::Force::automatic && resident_fits &&
+                         max_seqlen <= kResidentAutoMaxKeys);
+  if (resident) {
+    l.schedule = Int8Schedule::resident;
+    l.block_m = opt.block_m > 0 ? round_up(opt.block_m, 16)
+                                : choose_resident_block_m(head_size, mask, batch, max_seqlen, num_tokens, num_heads,
+                                                          num_sms, max_smem_optin);
+    l.key_groups = key_groups_for(max_seqlen);
+    l.keys_capacity = cap;
+    l.smem_bytes = resident_smem(head_size, l.block_m, cap).total;
+  } else {
+    l.schedule = Int8Schedule::streaming;
+    l.block_m = kStreamBlockM;
+    l.smem_bytes = streaming_smem(head_size);
+  }
+  l.tile_slots = tile_slots_for(mask, l.block_m, max_seqlen, num_tokens, batch);
+  l.ctas = l.tile_slots * num_heads * (mask == MaskMode::varlen ? 1 : batch);
+  return l;
+}
+
+}  // namespace qkv2ctx::fused_int8

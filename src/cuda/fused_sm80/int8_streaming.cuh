@@ -1,0 +1,181 @@
+// The streaming INT8 schedule (int8_params.hpp), for sequences too long for the resident one: one CTA =
+// 128 query rows (8 warps x 16) of one (sequence, head); K/V tiles of 64 keys through a 2-stage cp.async
+// ring; passes over the keys:
+//   [max]  row_max only: Q·Kᵀ and the integer row maximum (no exponential),
+//   sum    Q·Kᵀ, exponentials with the row's shift, row sums,
+//   [max, sum again]  guarded only, when some row of the CTA failed the fixed bound: its row maximum,
+//          then the sums with the per-row shift (unchanged rows recompute bit-identical sums),
+//   out    Q·Kᵀ and exponentials again, probabilities quantized with the known sum, P·V with V's B
+//          fragments gathered by ldmatrix.trans + PRMT (int8_tile.cuh).
+// Pipeline: at the top of every tile step, wait for the tile issued one step earlier, barrier, then
+// issue the next one (this pass's next tile, or the next pass's first) into the other stage, which every
+// warp finished reading before the barrier. The sum pass prefetches K and V of tile 0, as both possible
+// next passes (out, or guarded's max) start there.
+#pragma once
+#include <climits>
+#include <cstdint>
+
+#include "cuda/common/cu_seqlens_check.cuh"
+#include "cuda/fused_sm80/int8_tile.cuh"
+
+namespace qkv2ctx::fused_int8 {
+
+template <int D>
+inline constexpr int kStreamingMinBlocks = D <= 64 ? 2 : 1;
+
+template <int D>
+__global__ void __launch_bounds__(kStreamThreads, kStreamingMinBlocks<D>) int8_streaming_kernel(const Int8Params p) {
+  constexpr int kDG = Tile<D>::kDGroups;
+  constexpr int kTileBytes = kStreamTileKeys * D;
+  extern __shared__ __align__(128) std::uint8_t smem[];
+  __shared__ CtaCounters counters;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  if (blockIdx.x == 0)
+    cuda::write_stats_block(p.stats, p.mask == MaskMode::varlen ? p.cu_seqlens : nullptr, p.batch,
+                            p.max_seqlen, p.num_tokens);
+  if (tid == 0) counters = CtaCounters{0u, 0u, 0u};
+
+  CtaWork w;
+  if (!resolve_cta_work(p, w)) {
+    write_counter_slot(p, CtaCounters{0u, 0u, 0u});
+    return;
+  }
+  if (w.keys == 0) {
+    store_zero_rows<D>(p, w);
+    write_counter_slot(p, CtaCounters{0u, 0u, 0u});
+    return;
+  }
+
+  const std::uint32_t q_s = smem_u32(smem);
+  const std::uint32_t k_s0 = q_s + kStreamBlockM * D, v_s0 = k_s0 + 2 * kTileBytes;
+  const int rows = w.row_end - w.row_begin;
+  const int n_tiles = (w.keys + kStreamTileKeys - 1) / kStreamTileKeys;
+  const int row0 = warp * 16, gl = lane >> 2;
+  const bool active = row0 < rows;  // warps past the CTA's rows only help with loads and barriers
+  const bool valid_a = row0 + gl < rows, valid_b = row0 + gl + 8 < rows;
+  const bool quad_leader = (lane & 3) == 0;
+  const float s1 = p.scale_bmm1, ssm = p.scale_softmax;
+
+  auto issue_tile = [&](int stage, int tile, bool with_v) {
+    const int first = tile * kStreamTileKeys;
+    load_rows_async<D>(k_s0 + stage * kTileBytes, p, w, 1, first, kStreamTileKeys, w.keys - first);
+    if (with_v) load_rows_async<D>(v_s0 + stage * kTileBytes, p, w, 2, first, kStreamTileKeys, w.keys - first);
+  };
+  load_rows_async<D>(q_s, p, w, 0, w.row_begin, (rows + 15) & ~15, rows);
+  issue_tile(0, 0, false);
+  cuda::ptx::cp_async_commit();
+  cuda::ptx::cp_async_wait<0>();
+  __syncthreads();
+  std::uint32_t qa[D / 32][4];
+  if (active) load_q_fragments<D>(qa, q_s, row0);
+
+  // One pass over the key tiles. next: what to prefetch for the following pass (-1 nothing, 0 K, 1 K+V).
+  int stage = 0;
+  auto run_pass = [&](bool with_v, int next, auto&& body) {
+    for (int t = 0; t < n_tiles; ++t) {
+      cuda::ptx::cp_async_wait<0>();
+      __syncthreads();
+      if (t + 1 < n_tiles) issue_tile(stage ^ 1, t + 1, with_v);
+      else if (next >= 0) issue_tile(stage ^ 1, 0, next == 1);
+      cuda::ptx::cp_async_commit();
+      if (active) {
+        const int tile_keys = w.keys - t * kStreamTileKeys;
+#pragma unroll
+        for (int c = 0; c < kStreamTileKeys / kChunkKeys; ++c) {
+          const int valid = min(kChunkKeys, tile_keys - c * kChunkKeys);
+          if (valid > 0) body(k_s0 + stage * kTileBytes, v_s0 + stage * kTileBytes, c * kChunkKeys, valid);
+        }
+      }
+      stage ^= 1;
+    }
+  };
+
+  // Integer row maxima over all keys (row_max, and guarded's repair).
+  auto max_pass = [&](int (&m)[2], int next) {
+    m[0] = m[1] = INT_MIN;
+    run_pass(false, next, [&](std::uint32_t k_tile, std::uint32_t, int key0, int valid) {
+      int a[4][4];
+      qk_chunk<D>(a, qa, k_tile, key0);
+      if (valid < kChunkKeys) mask_chunk_acc(a, valid);
+      chunk_row_max(a, m);
+    });
+    m[0] = quad_max(m[0]);
+    m[1] = quad_max(m[1]);
+  };
+  auto sum_pass = [&](const float (&shift)[2], float (&sum)[2]) {
+    sum[0] = sum[1] = 0.0f;
+    run_pass(false, 1, [&](std::uint32_t k_tile, std::uint32_t, int key0, int valid) {
+      int a[4][4];
+      float e[4][4];
+      qk_chunk<D>(a, qa, k_tile, key0);
+      chunk_exp(a, e, shift, s1, valid);
+      chunk_sum(e, sum);
+    });
+    sum[0] = quad_sum(sum[0]);
+    sum[1] = quad_sum(sum[1]);
+  };
+
+  float shift[2] = {p.fixed_bound, p.fixed_bound};
+  if (p.bound == BoundMode::row_max) {
+    int m[2];
+    max_pass(m, 0);
+    shift[0] = row_max_shift(m[0], s1);
+    shift[1] = row_max_shift(m[1], s1);
+  }
+  float sum[2];
+  sum_pass(shift, sum);
+
+  bool zero_a = false, zero_b = false;
+  if (p.bound != BoundMode::row_max) {
+    const RowOutcome oa = active && valid_a ? fixed_bound_outcome(sum[0]) : RowOutcome{false, false};
+    const RowOutcome ob = active && valid_b ? fixed_bound_outcome(sum[1]) : RowOutcome{false, false};
+    const bool fail_a = oa.underflow || oa.overflow, fail_b = ob.underflow || ob.overflow;
+    count_rows(&counters.underflow, quad_leader && oa.underflow);
+    count_rows(&counters.underflow, quad_leader && ob.underflow);
+    count_rows(&counters.overflow, quad_leader && oa.overflow);
+    count_rows(&counters.overflow, quad_leader && ob.overflow);
+    if (p.bound == BoundMode::fixed_bound) {
+      zero_a = oa.overflow;  // the reference's row is zero (see int8_resident.cuh)
+      zero_b = ob.overflow;
+    } else {
+      count_rows(&counters.repaired, quad_leader && fail_a);
+      count_rows(&counters.repaired, quad_leader && fail_b);
+      if (__syncthreads_or(fail_a || fail_b)) {  // rare: the whole CTA takes two more passes
+        int m[2];
+        max_pass(m, 0);
+        if (fail_a) shift[0] = row_max_shift(m[0], s1);
+        if (fail_b) shift[1] = row_max_shift(m[1], s1);
+        sum_pass(shift, sum);
+      }
+    }
+  }
+
+  const float inv_a = int8_math::inverse_row_sum(sum[0]), inv_b = int8_math::inverse_row_sum(sum[1]);
+  int acc2[kDG][2][4];
+#pragma unroll
+  for (int h = 0; h < kDG; ++h)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc2[h][0][i] = acc2[h][1][i] = 0;
+  run_pass(true, -1, [&](std::uint32_t k_tile, std::uint32_t v_tile, int key0, int valid) {
+    int a[4][4];
+    float e[4][4];
+    std::uint32_t pa[4];
+    qk_chunk<D>(a, qa, k_tile, key0);
+    chunk_exp(a, e, shift, s1, valid);
+    pack_probabilities(pa, e, inv_a, inv_b, ssm);
+    pv_chunk<D>(acc2, pa, [&](int h) { return v_fragment_from_rows<D>(v_tile, key0, h); });
+  });
+
+  if (active) {
+#pragma unroll
+    for (int h = 0; h < kDG; ++h)
+      store_output_group<D>(p, w, h, acc2[h][0], acc2[h][1], row0 + gl, valid_a, zero_a, valid_b, zero_b);
+  }
+  if (p.slots != nullptr) {
+    __syncthreads();
+    write_counter_slot(p, counters);
+  }
+}
+
+}  // namespace qkv2ctx::fused_int8

@@ -1,0 +1,90 @@
+// Host checks of the fused sm_80 tile policy (src/cuda/fused_sm80/fused_tile_policy.hpp): the numbers
+// the kernels are compiled from and the per-run tile choice. Plain constexpr code, so these run on every
+// machine (no GPU, no CUDA).
+#include <gtest/gtest.h>
+
+#include "cuda/fused_sm80/fused_tile_policy.hpp"
+
+using namespace qkv2ctx::fused_sm80;
+
+namespace {
+
+constexpr int kH100Sms = 132;
+// Shared memory a CTA may opt into on sm_80 (163 KiB); an H100 SM has 228 KiB, 1 KiB of it reserved
+// per resident CTA.
+constexpr int kSm80SmemOptin = 163 * 1024;
+constexpr int kH100SmemPerSm = 228 * 1024;
+
+TEST(FusedTilePolicy, SupportedHeadSizes) {
+  for (int d : {32, 64, 80, 96, 128}) EXPECT_TRUE(is_supported_head_size(d)) << d;
+  for (int d : {0, 16, 40, 48, 72, 112, 160, 256}) EXPECT_FALSE(is_supported_head_size(d)) << d;
+}
+
+TEST(FusedTilePolicy, ConfigsAreConsistent) {
+  for (int d : kSupportedHeadSizes) {
+    for (TileShape shape : {TileShape::m64, TileShape::m128}) {
+      const TileConfig c = tile_config(shape, d);
+      SCOPED_TRACE("D=" + std::to_string(d) + " shape=" + std::to_string(static_cast<int>(shape)));
+      EXPECT_EQ(c.block_m, c.warps * 16 * c.m_tiles_per_warp);
+      EXPECT_EQ(c.block_m, shape == TileShape::m64 ? 64 : 128);
+      EXPECT_EQ(c.block_n % 16, 0);
+      EXPECT_GE(c.kv_stages, 2);
+      // Every configuration runs on sm_80; on the H100 the occupancy the registers are capped for
+      // (min_blocks_per_sm) is not undone by shared memory.
+      EXPECT_LE(smem_bytes(c, d, c.kv_stages), kSm80SmemOptin);
+      EXPECT_LE(c.min_blocks_per_sm * (smem_bytes(c, d, c.kv_stages) + 1024), kH100SmemPerSm);
+      // Padded rows: an odd number of 16-byte chunks per row keeps ldmatrix conflict-free.
+      EXPECT_EQ((smem_row_elems(d) * 2 / 16) % 2, 1);
+    }
+  }
+  // The register-heavy corner: D = 128 with 32 rows per warp keeps Q in shared memory; D = 128 halves BN.
+  EXPECT_FALSE(tile_config(TileShape::m128, 128).q_in_registers);
+  EXPECT_EQ(tile_config(TileShape::m128, 128).block_n, 32);
+  EXPECT_EQ(tile_config(TileShape::m64, 128).block_n, 32);
+  EXPECT_TRUE(tile_config(TileShape::m128, 64).q_in_registers);
+  EXPECT_EQ(smem_bytes(tile_config(TileShape::m128, 64), 64, 2), (128 + 4 * 64) * 72 * 2);
+}
+
+TEST(FusedTilePolicy, StagesFollowTheKeyCount) {
+  const TileConfig c = tile_config(TileShape::m64, 64);
+  EXPECT_EQ(kv_stages_for(c, 1), 1);
+  EXPECT_EQ(kv_stages_for(c, 64), 1);
+  EXPECT_EQ(kv_stages_for(c, 65), 2);
+  EXPECT_EQ(kv_stages_for(c, 4097), 2);
+  EXPECT_LT(smem_bytes(c, 64, 1), smem_bytes(c, 64, 2));
+}
+
+TEST(FusedTilePolicy, TileChoice) {
+  // Short sequences: never a half-empty 128-row tile.
+  EXPECT_EQ(choose_tile(64, 100000, kH100Sms), TileShape::m64);
+  EXPECT_EQ(choose_tile(1, 100000, kH100Sms), TileShape::m64);
+  // The BERT benchmark shapes fill the GPU with 128-row tiles.
+  EXPECT_EQ(choose_tile(128, 128 * 12, kH100Sms), TileShape::m128);
+  EXPECT_EQ(choose_tile(384, 32 * 16, kH100Sms), TileShape::m128);
+  EXPECT_EQ(choose_tile(512, 32 * 12, kH100Sms), TileShape::m128);
+  // Small batches spread over more, smaller CTAs.
+  EXPECT_EQ(choose_tile(384, 1 * 16, kH100Sms), TileShape::m64);
+  EXPECT_EQ(choose_tile(128, 8 * 12, kH100Sms), TileShape::m64);
+  // The boundary: 4 CTAs per SM at BM = 128.
+  EXPECT_EQ(choose_tile(256, 264, kH100Sms), TileShape::m128);
+  EXPECT_EQ(choose_tile(256, 263, kH100Sms), TileShape::m64);
+}
+
+TEST(FusedTilePolicy, VarlenSlotsCoverEverySequence) {
+  // Sequence b owns slots [cu[b]/BM + b, cu[b+1]/BM + b + 1): at least ceil(len/BM) of them, and the
+  // last sequence ends inside varlen_tile_slots().
+  const int cu[] = {0, 0, 1, 127, 128, 129, 500, 500, 1000};
+  const int B = 8;
+  for (int bm : {64, 128}) {
+    for (int b = 0; b < B; ++b) {
+      const std::int64_t first = cu[b] / bm + b, next = cu[b + 1] / bm + b + 1;
+      const int len = cu[b + 1] - cu[b];
+      EXPECT_GE(next - first, (len + bm - 1) / bm) << "b=" << b;
+      EXPECT_LE(next - first, (len + bm - 1) / bm + 2) << "b=" << b;
+    }
+    EXPECT_LE(cu[B] / bm + B, varlen_tile_slots(bm, cu[B], B));
+    EXPECT_EQ(varlen_tile_slots(bm, 1000, B), 1000 / bm + B);
+  }
+}
+
+}  // namespace
