@@ -53,8 +53,17 @@ if [ $SKIP_SAN = 0 ] && [ -x "$BUILD/tests/qkv2ctx_gpu_tests" ]; then
   for tool in memcheck racecheck; do
     compute-sanitizer --tool $tool --error-exitcode 1 "$BUILD/tests/qkv2ctx_gpu_tests" \
       --gtest_filter="*Sanitizer*" >"$OUT/sanitizer_$tool.log" 2>&1; rc=$?
-    summary+=("compute-sanitizer $tool: $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer_$tool.log" | tail -1) rc=$rc")
+    summary+=("compute-sanitizer $tool: $(grep -E 'SUMMARY' "$OUT/sanitizer_$tool.log" | tail -1) rc=$rc")
   done
+fi
+
+# The unfused softmax kernel's share of HBM bandwidth at S = 512 (issue bar: >= 70%), from ncu.
+if [ $SKIP_BENCH = 0 ] && command -v ncu >/dev/null && [ -x "$BUILD/tools/qkv2ctx/qkv2ctx" ]; then
+  ncu --kernel-name regex:softmax --launch-count 1 \
+    --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed \
+    "$BUILD/tools/qkv2ctx/qkv2ctx" run --backend cuda-unfused --dtype fp16 --heads 12 --head-size 64 \
+    --seqlen 512 --batch 32 --mask none >"$OUT/ncu_softmax.log" 2>&1
+  summary+=("unfused softmax S=512 fp16 (ncu): $(grep -E 'dram__throughput|gpu__time_duration' "$OUT/ncu_softmax.log" | awk '{print $1, $(NF-1), $NF}' | tr '\n' ' ')")
 fi
 
 if [ $SKIP_BENCH = 0 ] && [ -x "$BUILD/tools/qkv2ctx/qkv2ctx" ]; then

@@ -43,6 +43,13 @@ DeviceCaps query_device(int device) {
   return c;
 }
 
+bool device_exists(int device, std::string* why_not) {
+  const int count = cuda_device_count();
+  if (device >= 0 && device < count) return true;
+  *why_not = "CUDA device " + std::to_string(device) + " does not exist (" + std::to_string(count) + " found)";
+  return false;
+}
+
 }  // namespace qkv2ctx::cuda
 
 namespace qkv2ctx {

@@ -16,4 +16,8 @@ struct DeviceCaps {
 // Throws Error(invalid_argument) if the ordinal does not exist.
 DeviceCaps query_device(int device);
 
+// For backend factories: false (with *why_not naming the ordinal and the count found) when the
+// device does not exist, e.g. a CUDA build on a machine without a GPU.
+bool device_exists(int device, std::string* why_not);
+
 }  // namespace qkv2ctx::cuda

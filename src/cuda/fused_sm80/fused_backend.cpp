@@ -147,11 +147,7 @@ class FusedBackend final : public BackendImpl {
 }  // namespace cuda
 
 std::unique_ptr<BackendImpl> make_cuda_fused_backend(const AttentionDesc& desc, int device, std::string* why_not) {
-  const int devices = cuda_device_count();
-  if (device < 0 || device >= devices) {  // a CUDA build on a machine without that device
-    *why_not = "CUDA device " + std::to_string(device) + " does not exist (" + std::to_string(devices) + " found)";
-    return nullptr;
-  }
+  if (!cuda::device_exists(device, why_not)) return nullptr;
   switch (desc.dtype) {
     case DType::fp16:
     case DType::bf16:

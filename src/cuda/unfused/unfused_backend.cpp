@@ -188,6 +188,7 @@ class UnfusedBackend final : public BackendImpl {
 
 std::unique_ptr<BackendImpl> make_cuda_unfused_backend(const AttentionDesc& desc, int device,
                                                        std::string* why_not) {
+  if (!cuda::device_exists(device, why_not)) return nullptr;
   const cuda::DeviceCaps caps = cuda::query_device(device);
   if (caps.sm < cuda::kMinSm) {
     *why_not = "device " + std::to_string(device) + " (" + caps.name + ") is sm_" + std::to_string(caps.sm) +
