@@ -21,7 +21,7 @@ namespace {
 struct BenchOptions {
   std::string shapes = "bench/shapes.csv";
   std::string backends = "cuda-fused,cuda-unfused";
-  std::string int8_bounds = "row_max,guarded";
+  std::string int8_bounds = "fixed_bound,guarded,row_max";
   std::string filter;
   std::string csv;
   std::string torch_script;
