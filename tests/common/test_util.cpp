@@ -100,6 +100,19 @@ std::vector<std::int32_t> prefix_sums(const std::vector<std::int32_t>& lens) {
 
 bool have_cuda_device() { return cuda_device_count() > 0; }
 
+std::string expect_error(const std::function<void()>& fn, const std::string& fragment, ErrorCode code) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos)
+        << "message: '" << e.what() << "'\nexpected to contain: '" << fragment << "'";
+    return e.what();
+  }
+  ADD_FAILURE() << "no error; expected one containing '" << fragment << "'";
+  return "";
+}
+
 std::string conformance_dir(const std::string& name) {
   return std::string(QKV2CTX_CONFORMANCE_DIR) + "/" + name;
 }

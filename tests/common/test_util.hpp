@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -37,6 +38,11 @@ std::vector<std::int32_t> random_lengths(std::uint64_t seed, int batch, int lo, 
 std::vector<std::int32_t> prefix_sums(const std::vector<std::int32_t>& lens);
 
 bool have_cuda_device();
+
+// Runs `fn` and expects a qkv2ctx::Error of `code` whose message contains `fragment` (a test
+// failure otherwise); returns the message.
+std::string expect_error(const std::function<void()>& fn, const std::string& fragment,
+                         ErrorCode code = ErrorCode::invalid_argument);
 
 // Path of a conformance folder under tests/data/conformance.
 std::string conformance_dir(const std::string& name);

@@ -10,6 +10,7 @@
 
 using namespace qkv2ctx;
 using namespace qkv2ctx::trt;
+using qkv2ctx::test::expect_error;
 
 namespace {
 
@@ -50,21 +51,6 @@ class FieldList {
 
 void add_v1(FieldList& l, int type_id, int hidden, int heads, int has_mask) {
   l.i("type_id", type_id).i("hidden_size", hidden).i("num_heads", heads).i("has_mask", has_mask);
-}
-
-// Runs `fn`, expects Error(code) whose message contains `fragment`; returns the message.
-std::string expect_error(const std::function<void()>& fn, const std::string& fragment,
-                         ErrorCode code = ErrorCode::invalid_argument) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos)
-        << "message: '" << e.what() << "'\nexpected to contain: '" << fragment << "'";
-    return e.what();
-  }
-  ADD_FAILURE() << "no error; expected one containing '" << fragment << "'";
-  return "";
 }
 
 // A random valid (hidden_size, num_heads) with head size 1..256.

@@ -7,22 +7,9 @@
 
 using namespace qkv2ctx;
 using namespace qkv2ctx::trt;
+using qkv2ctx::test::expect_error;
 
 namespace {
-
-std::string expect_error(const std::function<void()>& fn, const std::string& fragment,
-                         ErrorCode code = ErrorCode::invalid_argument) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos)
-        << "message: '" << e.what() << "'\nexpected to contain: '" << fragment << "'";
-    return e.what();
-  }
-  ADD_FAILURE() << "no error; expected one containing '" << fragment << "'";
-  return "";
-}
 
 constexpr int kPackedS[] = {64, 96, 128, 384};
 

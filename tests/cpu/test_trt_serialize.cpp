@@ -11,22 +11,9 @@
 
 using namespace qkv2ctx;
 using namespace qkv2ctx::trt;
+using qkv2ctx::test::expect_error;
 
 namespace {
-
-std::string expect_error(const std::function<void()>& fn, const std::string& fragment,
-                         ErrorCode code = ErrorCode::invalid_argument) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos)
-        << "message: '" << e.what() << "'\nexpected to contain: '" << fragment << "'";
-    return e.what();
-  }
-  ADD_FAILURE() << "no error; expected one containing '" << fragment << "'";
-  return "";
-}
 
 // Little-endian access written independently of the library's writer.
 std::int32_t le_i32(const std::vector<std::uint8_t>& b, std::size_t off) {
