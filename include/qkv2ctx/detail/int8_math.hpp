@@ -53,7 +53,7 @@ QKV2CTX_HD float inverse_row_sum(float sum) {
 
 // guarded: does this fixed-bound row need recomputing with its row maximum?
 QKV2CTX_HD bool guarded_row_needs_repair(float sum) {
-  return !(sum >= kGuardedMinRowSum) || sum == std::numeric_limits<float>::infinity();
+  return !(sum >= kGuardedMinRowSum) || sum > 0x1.fffffep127f;  // below the threshold, NaN, or +inf
 }
 
 }  // namespace qkv2ctx::int8_math

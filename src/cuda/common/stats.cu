@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <string>
 
+#include "cuda/common/cu_seqlens_check.cuh"
 #include "cuda/common/cuda_check.hpp"
 #include "cuda/common/stats.hpp"
 #include "qkv2ctx/error.hpp"
@@ -27,13 +28,8 @@ resolve_cu_seqlens_kernel(const std::int32_t* __restrict__ cu, int batch, int ma
     atomicMin(&first_bad, static_cast<unsigned long long>(CuSeqlensError::first_not_zero));
   for (int b = threadIdx.x; b < batch; b += blockDim.x) {
     const std::int64_t c0 = cu[b], c1 = cu[b + 1];
-    CuSeqlensError reason{};
-    if (b == 0 && c0 != 0) reason = CuSeqlensError::first_not_zero;
-    else if (c1 < c0) reason = CuSeqlensError::decreasing;
-    else if (c1 - c0 > max_seqlen) reason = CuSeqlensError::too_long;
-    else if (b == batch - 1 && c1 > num_tokens) reason = CuSeqlensError::past_tokens;
-    if (reason != CuSeqlensError{})
-      atomicMin(&first_bad, (static_cast<unsigned long long>(b) << 3) | static_cast<unsigned>(reason));
+    const unsigned reason = cu_seqlens_violation(b, batch, c0, c1, max_seqlen, num_tokens);
+    if (reason != 0) atomicMin(&first_bad, (static_cast<unsigned long long>(b) << 3) | reason);
     // Clamped so that rows [begin, begin + len) always lie inside qkv/out, whatever cu_seqlens hold.
     const std::int64_t begin = c0 < 0 ? 0 : (c0 > tokens ? tokens : c0);
     const std::int64_t end = c1 < begin ? begin : (c1 > tokens ? tokens : c1);
@@ -41,16 +37,8 @@ resolve_cu_seqlens_kernel(const std::int32_t* __restrict__ cu, int batch, int ma
     ranges[b] = SeqRange{static_cast<std::int32_t>(begin), static_cast<std::int32_t>(len)};
   }
   __syncthreads();
-  if (threadIdx.x == 0 && first_bad != kNoError) {
-    const unsigned long long b = first_bad >> 3, reason = first_bad & 7;
-    atomicOr(&stats->error_flags, kErrorBadCuSeqlens);
-    stats->error_detail[0] = (reason << 32) | b;
-    stats->error_detail[1] = static_cast<unsigned long long>(static_cast<std::int64_t>(cu[b]));
-    stats->error_detail[2] =
-        static_cast<unsigned long long>(static_cast<std::int64_t>(batch > 0 ? cu[b + 1] : 0));
-    stats->error_detail[3] = static_cast<unsigned long long>(
-        reason == static_cast<unsigned>(CuSeqlensError::past_tokens) ? num_tokens : max_seqlen);
-  }
+  if (threadIdx.x == 0 && first_bad != kNoError)
+    record_cu_seqlens_error(stats, first_bad, cu, batch, max_seqlen, num_tokens);
 }
 
 std::string describe_bad_cu_seqlens(const StatsBlock& s) {
