@@ -142,6 +142,7 @@ def derive_scales(meta):
         "scale_softmax": f32(1) / dq,
         "scale_bmm2": (dq * s) / ctx,
         "fixed_bound": ((s * s) * rsqrt_h) * f32(16129),
+        "max_relative_scale": (s / ctx) * (f32(1) / f32(127)),
     }
 
 
@@ -161,8 +162,9 @@ def sat8_rne(x):
     return np.rint(np.clip(x, -128, 127)).astype(np.int64)
 
 
-def int8_rows(acc1, k, bound):
-    """acc1 [N, rows, keys] int64 -> Pi8 [N, rows, keys], underflow / overflow row masks."""
+def int8_rows(acc1, k, bound, probs_mode="trt"):
+    """acc1 [N, rows, keys] int64 -> Pi8 [N, rows, keys], underflow / overflow row counts, and the
+    step-8 scale per row [N, rows, 1] (scale_bmm2, or for probs=max_relative max_relative_scale / sum)."""
     x = acc1.astype(np.float32) * k["scale_bmm1"]  # exact conversion (|acc1| < 2^24), one rounding
 
     def probs(shift):
@@ -184,10 +186,13 @@ def int8_rows(acc1, k, bound):
         e = np.where(fail, e2, e)
         total = np.where(fail, total2, total)
     inv = np.where((total == 0) | np.isnan(total), np.float32(1), np.float32(1) / total).astype(np.float32)
+    if probs_mode == "max_relative":  # Pi8 = RNE(127 e), e relative to the row max; the sum moves to step 8
+        row_scale = (np.float32(k["max_relative_scale"]) * inv).astype(np.float32)
+        return sat8_rne((e * np.float32(127)).astype(np.float32)), 0, 0, row_scale
     with np.errstate(invalid="ignore"):
         p = (e * inv).astype(np.float32)  # inf * 0 = NaN (overflowed rows), cvt maps NaN to 0
         scaled = (p * k["scale_softmax"]).astype(np.float32)
-    return sat8_rne(scaled), int(underflow.sum()), int(overflow.sum())
+    return sat8_rne(scaled), int(underflow.sum()), int(overflow.sum()), np.float32(k["scale_bmm2"])
 
 
 def recheck_int8(meta, qkv, out, lens):
@@ -211,10 +216,12 @@ def recheck_int8(meta, qkv, out, lens):
         else:
             # Step 1 exactly: integer products summed in float64 (exact: |acc1| < 2^53).
             acc1 = np.rint(np.einsum("qnh,knh->nqk", q.astype(np.float64), kk.astype(np.float64))).astype(np.int64)
-            pi8, u, ov = int8_rows(acc1, k, bound)
+            pi8, u, ov, row_scale = int8_rows(acc1, k, bound, meta.get("probs", "trt"))
             under, over = under + u, over + ov
             acc2 = np.rint(np.einsum("nqk,knh->qnh", pi8.astype(np.float64), v.astype(np.float64))).astype(np.int64)
-            ref = sat8_rne((acc2.astype(np.float32) * k["scale_bmm2"]).astype(np.float32))
+            # acc2 is [rows, N, H]; row_scale is a scalar or [N, rows, 1].
+            scale = row_scale if np.ndim(row_scale) == 0 else np.transpose(row_scale, (1, 0, 2))
+            ref = sat8_rne((acc2.astype(np.float32) * scale).astype(np.float32))
         diff = np.abs(o - ref)
         if diff.size:
             max_lsb = max(max_lsb, int(diff.max()))

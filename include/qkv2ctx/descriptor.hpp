@@ -20,6 +20,7 @@ struct AttentionDesc {
   Layout layout = Layout::trt;
   MaskMode mask = MaskMode::none;
   BoundMode bound = BoundMode::row_max; // INT8 only (must stay row_max otherwise)
+  ProbsMode probs = ProbsMode::trt;     // INT8 only: how probabilities are quantized (types.hpp)
   Int8Scales int8{};                    // INT8 only
   // Head size used in the softmax scale 1/sqrt(H_eff); 0 means head_size. TensorRT compatibility:
   // plugin v2 var-seqlen pads H < 64 to 32/64 and v3 hard-codes 64 (SPEC 5.3, 7.7).

@@ -25,6 +25,14 @@ enum class MaskMode : std::uint8_t { none, lengths, varlen };
 // guarded = fixed bound, rows that under/overflow are recomputed with their row maximum and counted.
 enum class BoundMode : std::uint8_t { row_max, fixed_bound, guarded };
 
+// INT8 probability quantization (SPEC 5.0.3):
+//  - trt: TensorRT's contract: p = e / sum normalized first, then Pi8 = sat8(RNE(p / dq_probs)).
+//  - max_relative: Pi8 = RNE(127 * exp(x - row_max)), quantized relative to the row maximum, and the
+//    row sum applied to the INT8 context's requantization scale instead. Flat rows at long S keep
+//    their mass (trt loses every p < dq_probs / 2); a different numerical contract, so a named mode.
+//    Requires bound row_max; dq_probs is not used.
+enum class ProbsMode : std::uint8_t { trt, max_relative };
+
 // Where a tensor's memory lives.
 enum class MemSpace : std::uint8_t { host, cuda };
 
@@ -33,11 +41,13 @@ std::string_view to_string(Layout v);
 std::string_view to_string(MaskMode v);
 std::string_view to_string(BoundMode v);
 std::string_view to_string(MemSpace v);
+std::string_view to_string(ProbsMode v);
 
 std::optional<DType> parse_dtype(std::string_view s);
 std::optional<Layout> parse_layout(std::string_view s);
 std::optional<MaskMode> parse_mask_mode(std::string_view s);
 std::optional<BoundMode> parse_bound_mode(std::string_view s);
+std::optional<ProbsMode> parse_probs_mode(std::string_view s);
 
 // Bytes per element (1, 2 or 4).
 std::size_t element_size(DType v);

@@ -59,6 +59,19 @@ void validate(const AttentionDesc& d) {
     default: reject("bound", std::to_string(static_cast<int>(d.bound)),
                     "row_max, fixed_bound or guarded");
   }
+  switch (d.probs) {
+    case ProbsMode::trt: break;
+    case ProbsMode::max_relative:
+      if (d.dtype != DType::int8)
+        reject("probs", "max_relative", "an INT8 probability mode; dtype " +
+                                            std::string(to_string(d.dtype)) + " takes trt");
+      if (d.bound != BoundMode::row_max)
+        reject("probs", "max_relative",
+               "probabilities relative to the row maximum need bound row_max, got " +
+                   std::string(to_string(d.bound)));
+      break;
+    default: reject("probs", std::to_string(static_cast<int>(d.probs)), "trt or max_relative");
+  }
   if (d.scale_head_size < 0 || d.scale_head_size > 4 * kMaxHeadSize)
     reject("scale_head_size", std::to_string(d.scale_head_size),
            "0 (use head_size) or 1 to 1024");
@@ -71,7 +84,8 @@ std::string describe(const AttentionDesc& d) {
      << " layout=" << to_string(d.layout) << " mask=" << to_string(d.mask);
   if (d.scale_head_size > 0) os << " scale=1/sqrt(" << d.scale_head_size << ")";
   if (d.dtype == DType::int8)
-    os << " bound=" << to_string(d.bound) << " qkv_scale=" << d.int8.qkv_scale
+    os << " bound=" << to_string(d.bound) << (d.probs == ProbsMode::trt ? "" : " probs=max_relative")
+       << " qkv_scale=" << d.int8.qkv_scale
        << " ctx_scale=" << d.int8.ctx_scale << " dq_probs=" << d.int8.dq_probs;
   return os.str();
 }

@@ -29,11 +29,12 @@ Int8Derived derive_int8_scales(const Int8Scales& s, int scale_head_size) {
   d.scale_softmax = 1.0f / s.dq_probs;
   d.scale_bmm2 = s.dq_probs * s.qkv_scale / s.ctx_scale;
   d.fixed_bound = d.scale_bmm1 * int8_math::kFixedBoundFactor;
+  d.max_relative_scale = (s.qkv_scale / s.ctx_scale) * (1.0f / int8_math::kMaxRelativeLevels);
   const double two22 = 4194304.0;
   d.enable_i2f_trick = (-two22 * d.scale_bmm2 <= -128.0) && (two22 * d.scale_bmm2 >= 127.0);
   // exp(0 - p_max) flushes to zero once p_max > 126 ln 2 (SPEC 5.0.1).
   d.fixed_bound_underflow_likely = d.fixed_bound > 126.0f * 0.69314718f;
-  for (float v : {d.scale_bmm1, d.scale_softmax, d.scale_bmm2, d.fixed_bound})
+  for (float v : {d.scale_bmm1, d.scale_softmax, d.scale_bmm2, d.fixed_bound, d.max_relative_scale})
     if (!std::isfinite(v) || !(v > 0.0f))
       throw Error(ErrorCode::invalid_argument,
                   "int8 scales qkv_scale=" + std::to_string(s.qkv_scale) + ", ctx_scale=" +

@@ -26,6 +26,8 @@ constexpr std::pair<std::string_view, MaskMode> kMasks[] = {
 constexpr std::pair<std::string_view, BoundMode> kBounds[] = {
     {"row_max", BoundMode::row_max}, {"fixed_bound", BoundMode::fixed_bound},
     {"guarded", BoundMode::guarded}};
+constexpr std::pair<std::string_view, ProbsMode> kProbs[] = {
+    {"trt", ProbsMode::trt}, {"max_relative", ProbsMode::max_relative}};
 constexpr std::pair<std::string_view, MemSpace> kSpaces[] = {
     {"host", MemSpace::host}, {"cuda", MemSpace::cuda}};
 constexpr std::pair<std::string_view, Backend> kBackends[] = {
@@ -42,6 +44,7 @@ std::string_view to_string(Layout v) { return name_of(v, kLayouts); }
 std::string_view to_string(MaskMode v) { return name_of(v, kMasks); }
 std::string_view to_string(BoundMode v) { return name_of(v, kBounds); }
 std::string_view to_string(MemSpace v) { return name_of(v, kSpaces); }
+std::string_view to_string(ProbsMode v) { return name_of(v, kProbs); }
 std::string_view to_string(Backend v) { return name_of(v, kBackends); }
 std::string_view to_string(ErrorCode v) { return name_of(v, kErrors); }
 
@@ -49,6 +52,7 @@ std::optional<DType> parse_dtype(std::string_view s) { return parse_from(s, kDTy
 std::optional<Layout> parse_layout(std::string_view s) { return parse_from(s, kLayouts); }
 std::optional<MaskMode> parse_mask_mode(std::string_view s) { return parse_from(s, kMasks); }
 std::optional<BoundMode> parse_bound_mode(std::string_view s) { return parse_from(s, kBounds); }
+std::optional<ProbsMode> parse_probs_mode(std::string_view s) { return parse_from(s, kProbs); }
 std::optional<Backend> parse_backend(std::string_view s) { return parse_from(s, kBackends); }
 
 std::size_t element_size(DType v) {

@@ -37,7 +37,7 @@ class CpuBackend final : public BackendImpl {
     const std::string threads = std::to_string(threads_) + (threads_ == 1 ? " thread" : " threads");
     if (desc_.dtype == DType::int8)
       return "CPU reference (exact INT8 emulation, bound=" + std::string(to_string(desc_.bound)) +
-             ", " + threads + ")";
+             ", probs=" + std::string(to_string(desc_.probs)) + ", " + threads + ")";
     return "CPU reference (double precision, " + threads + ")";
   }
 

@@ -50,12 +50,20 @@ struct Int8RowCounters {
   Int8RowCounters& operator+=(const Int8RowCounters& o);
 };
 
+// What one row's softmax decided: the fixed bound's outcome (always ok for row_max) and the scale
+// of step 8 for this row (scale_bmm2 for probs=trt; max_relative_scale / row sum for max_relative).
+struct Int8RowResult {
+  FixedBoundOutcome outcome = FixedBoundOutcome::ok;
+  float out_scale = 0;
+};
+
 // SPEC 5.0 steps 2-6 for one query row with keys >= 1 valid keys: BMM1 accumulators -> INT8
 // probabilities Pi8 in [0, 127]. `exps` is scratch of `keys` floats. row_max shifts by the row
 // maximum; fixed_bound by p_max (failures kept); guarded by p_max, recomputing failed rows with
-// their row maximum. Returns the fixed bound's outcome (always ok for row_max).
-FixedBoundOutcome int8_softmax_row(const std::int32_t* acc1, int keys, const Int8Derived& k,
-                                   BoundMode bound, float* exps, std::int32_t* probs);
+// their row maximum. probs=max_relative (bound row_max): Pi8 = RNE(127 e) with e = exp(x - max),
+// the row sum moves into out_scale.
+Int8RowResult int8_softmax_row(const std::int32_t* acc1, int keys, const Int8Derived& k, BoundMode bound,
+                               ProbsMode probs_mode, float* exps, std::int32_t* probs);
 
 // Per-thread buffers: K transposed ([dim][key]), V ([key][dim]), one query, one row of accumulators,
 // exponentials and probabilities, one BMM2 accumulator row.

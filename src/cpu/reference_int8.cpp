@@ -54,8 +54,8 @@ Int8RowCounters& Int8RowCounters::operator+=(const Int8RowCounters& o) {
   return *this;
 }
 
-FixedBoundOutcome int8_softmax_row(const std::int32_t* acc1, int keys, const Int8Derived& k,
-                                   BoundMode bound, float* exps, std::int32_t* probs) {
+Int8RowResult int8_softmax_row(const std::int32_t* acc1, int keys, const Int8Derived& k, BoundMode bound,
+                               ProbsMode probs_mode, float* exps, std::int32_t* probs) {
   FixedBoundOutcome outcome = FixedBoundOutcome::ok;
   float sum;
   if (bound == BoundMode::row_max) {
@@ -71,12 +71,20 @@ FixedBoundOutcome int8_softmax_row(const std::int32_t* acc1, int keys, const Int
   }
   // Step 5: inv = (sum == 0 || NaN) ? 1 : 1/sum; p = e * inv.  Step 6: Pi8 = sat8(RNE(p * scale_softmax)).
   const float inv = int8_math::inverse_row_sum(sum);
+  if (probs_mode == ProbsMode::max_relative) {  // e in (0, 1]: quantized before normalization
+    for (int j = 0; j < keys; ++j) {
+      const float scaled = exps[j] * int8_math::kMaxRelativeLevels;
+      probs[j] = int8_math::sat8_rne(scaled);
+    }
+    const float out_scale = k.max_relative_scale * inv;
+    return {outcome, out_scale};
+  }
   for (int j = 0; j < keys; ++j) {
     const float p = exps[j] * inv;
     const float scaled = p * k.scale_softmax;
     probs[j] = int8_math::sat8_rne(scaled);
   }
-  return outcome;
+  return {outcome, k.scale_bmm2};
 }
 
 void run_int8_item(const RunParams& p, const Int8Derived& k, const WorkItem& item, Int8Scratch& s,
@@ -130,8 +138,9 @@ void run_int8_item(const RunParams& p, const Int8Derived& k, const WorkItem& ite
       for (int j = 0; j < keys; ++j) s.acc1[j] += qc * kc[j];
     }
     // Steps 2-6.
-    counters.count(int8_softmax_row(s.acc1.data(), keys, k, d.bound, s.exps.data(), s.probs.data()),
-                   d.bound);
+    const Int8RowResult row =
+        int8_softmax_row(s.acc1.data(), keys, k, d.bound, d.probs, s.exps.data(), s.probs.data());
+    counters.count(row.outcome, d.bound);
     // Step 7: BMM2, exact. The kernels accumulate in int32 (exact while keys < 2^31 / (127 * 128));
     // int64 here keeps the emulation free of overflow UB beyond that.
     std::fill(s.acc2.begin(), s.acc2.end(), 0);
@@ -142,10 +151,10 @@ void run_int8_item(const RunParams& p, const Int8Derived& k, const WorkItem& ite
       for (int c = 0; c < H; ++c) s.acc2[c] += static_cast<std::int64_t>(pj) * vj[c];
     }
     // Step 8: O = sat8(RNE(float(acc2) * scale_bmm2)), exact int -> float conversion (the i2f trick
-    // gives the same result whenever it is enabled, SPEC 5.0).
+    // gives the same result whenever it is enabled, SPEC 5.0); max_relative uses its row's scale.
     for (int c = 0; c < H; ++c) {
       const float acc = static_cast<float>(s.acc2[c]);
-      const float scaled = acc * k.scale_bmm2;
+      const float scaled = acc * row.out_scale;
       store(t, c, int8_math::sat8_rne(scaled));
     }
   }

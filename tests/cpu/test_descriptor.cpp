@@ -35,6 +35,9 @@ TEST(Descriptor, RejectsEachBadFieldWithItsName) {
       {[](AttentionDesc& d) { d.mask = static_cast<MaskMode>(7); }, "AttentionDesc.mask = 7"},
       {[](AttentionDesc& d) { d.bound = BoundMode::guarded; }, "AttentionDesc.bound = guarded is not allowed: fixed_bound and guarded are INT8 softmax modes; dtype fp16 takes row_max"},
       {[](AttentionDesc& d) { d.scale_head_size = -1; }, "AttentionDesc.scale_head_size = -1"},
+      {[](AttentionDesc& d) { d.probs = ProbsMode::max_relative; }, "AttentionDesc.probs = max_relative is not allowed: an INT8 probability mode; dtype fp16 takes trt"},
+      {[](AttentionDesc& d) { d.dtype = DType::int8; d.bound = BoundMode::guarded; d.probs = ProbsMode::max_relative; }, "need bound row_max, got guarded"},
+      {[](AttentionDesc& d) { d.probs = static_cast<ProbsMode>(5); }, "AttentionDesc.probs = 5"},
       {[](AttentionDesc& d) { d.dtype = DType::int8; d.int8.qkv_scale = 0; }, "int8.qkv_scale = 0.000000 is not allowed: it must be finite and > 0"},
       {[](AttentionDesc& d) { d.dtype = DType::int8; d.int8.ctx_scale = -1; }, "int8.ctx_scale = -1.000000"},
       {[](AttentionDesc& d) { d.dtype = DType::int8; d.int8.dq_probs = NAN; }, "int8.dq_probs = nan"},
@@ -59,6 +62,7 @@ TEST(Int8ScaleMath, MatchesHandComputedValues) {
   EXPECT_NEAR(d.scale_softmax, 127.0, 1e-4);
   EXPECT_NEAR(d.scale_bmm2, 0.00787401572, 1e-10);
   EXPECT_EQ(d.fixed_bound, d.scale_bmm1 * 16129.0f);
+  EXPECT_EQ(d.max_relative_scale, (0.031496062874794006f / 0.031496062874794006f) * (1.0f / 127.0f));
   EXPECT_TRUE(d.enable_i2f_trick);
   EXPECT_FALSE(d.fixed_bound_underflow_likely);
   // i2f trick boundary: scale_bmm2 >= 2^-15.
@@ -94,6 +98,7 @@ TEST(Enums, RoundTripThroughStrings) {
   for (auto v : {Layout::trt, Layout::hf, Layout::chw32}) EXPECT_EQ(parse_layout(to_string(v)), v);
   for (auto v : {MaskMode::none, MaskMode::lengths, MaskMode::varlen}) EXPECT_EQ(parse_mask_mode(to_string(v)), v);
   for (auto v : {BoundMode::row_max, BoundMode::fixed_bound, BoundMode::guarded}) EXPECT_EQ(parse_bound_mode(to_string(v)), v);
+  for (auto v : {ProbsMode::trt, ProbsMode::max_relative}) EXPECT_EQ(parse_probs_mode(to_string(v)), v);
   for (auto v : {Backend::automatic, Backend::cpu, Backend::cuda_unfused, Backend::cuda_fused}) EXPECT_EQ(parse_backend(to_string(v)), v);
   EXPECT_FALSE(parse_dtype("fp64"));
 }

@@ -544,7 +544,7 @@ TEST(CpuReferenceInt8, ProbabilitiesNeverNegativeNorAbove127) {
         std::uniform_int_distribution<std::int32_t> dist(-(1 << 22), 1 << 22);  // |acc1| <= 256 * 128^2
         for (auto& a : acc) a = dist(rng);
         if (rng() % 2) acc[rng() % keys] = 1 << 22;
-        cpu::int8_softmax_row(acc.data(), keys, k, bound, exps.data(), probs.data());
+        cpu::int8_softmax_row(acc.data(), keys, k, bound, ProbsMode::trt, exps.data(), probs.data());
         for (int j = 0; j < keys; ++j) {
           ASSERT_GE(probs[j], 0) << "s=" << s << " dq=" << dq;
           ASSERT_LE(probs[j], 127) << "s=" << s << " dq=" << dq;

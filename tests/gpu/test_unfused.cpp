@@ -16,6 +16,7 @@ struct Combo {
   Layout layout;
   MaskMode mask;
   BoundMode bound;
+  ProbsMode probs = ProbsMode::trt;
 };
 
 std::vector<Combo> all_combos() {
@@ -29,6 +30,7 @@ std::vector<Combo> all_combos() {
           continue;
         }
         for (BoundMode b : {BoundMode::row_max, BoundMode::fixed_bound, BoundMode::guarded}) v.push_back({dt, l, m, b});
+        v.push_back({dt, l, m, BoundMode::row_max, ProbsMode::max_relative});
       }
   return v;
 }
@@ -37,6 +39,7 @@ std::string combo_name(const Combo& c) {
   std::string s = std::string(to_string(c.dtype)) + "_" + std::string(to_string(c.layout)) + "_" +
                   std::string(to_string(c.mask));
   if (c.dtype == DType::int8) s += "_" + std::string(to_string(c.bound));
+  if (c.probs == ProbsMode::max_relative) s += "_max_relative";
   return s;
 }
 
@@ -58,6 +61,7 @@ AttentionDesc make_desc(const Combo& c, int N, int H, const Int8Setting& s) {
   d.layout = c.layout;
   d.mask = c.mask;
   d.bound = c.bound;
+  d.probs = c.probs;
   if (c.dtype == DType::int8) {
     d.int8.qkv_scale = s.qkv_scale;
     d.int8.ctx_scale = s.ctx_scale;

@@ -55,6 +55,10 @@ void add_problem_flags(CLI::App& cmd, ProblemOptions& o) {
   cmd.add_option("--bound", o.bound, "INT8 softmax shift: row_max | fixed_bound | guarded")
       ->check(CLI::IsMember(names_of({BoundMode::row_max, BoundMode::fixed_bound, BoundMode::guarded})))
       ->capture_default_str();
+  cmd.add_option("--probs", o.probs, "INT8 probabilities: trt (TensorRT: normalized, then quantized) | "
+                                     "max_relative (quantized relative to the row max; needs --bound row_max)")
+      ->check(CLI::IsMember(names_of({ProbsMode::trt, ProbsMode::max_relative})))
+      ->capture_default_str();
   cmd.add_option("--layout", o.layout, "trt ([S,B,3E], per token [N][3][H]) | hf ([B,S,3E], [3][N][H]) | chw32 (INT8 varlen)")
       ->check(CLI::IsMember(names_of({Layout::trt, Layout::hf, Layout::chw32})))
       ->capture_default_str();
@@ -71,7 +75,7 @@ void add_problem_flags(CLI::App& cmd, ProblemOptions& o) {
 
 void check_flag_combinations(const CLI::App& cmd, const ProblemOptions& o) {
   if (o.dtype != "int8")
-    for (const char* flag : {"--qkv-amax", "--ctx-scale", "--dq-probs"})
+    for (const char* flag : {"--qkv-amax", "--ctx-scale", "--dq-probs", "--probs"})
       if (cmd.count(flag) > 0)
         bad_flag(std::string(flag) + " applies to --dtype int8 only (got --dtype " + o.dtype + ")");
   if (o.mask == "none" && cmd.count("--min-len") > 0)
@@ -192,15 +196,18 @@ Problem make_problem(const ProblemOptions& o) {
   const auto mask = parse_mask_mode(o.mask);
   const auto bound = parse_bound_mode(o.bound);
   const auto layout = parse_layout(o.layout);
+  const auto probs = parse_probs_mode(o.probs);
   if (!dtype || *dtype == DType::int32) bad_flag("--dtype " + o.dtype + " is not allowed: one of fp32, fp16, bf16, int8");
   if (!mask) bad_flag("--mask " + o.mask + " is not allowed: one of none, lengths, varlen");
   if (!bound) bad_flag("--bound " + o.bound + " is not allowed: one of row_max, fixed_bound, guarded");
   if (!layout) bad_flag("--layout " + o.layout + " is not allowed: one of trt, hf, chw32");
+  if (!probs) bad_flag("--probs " + o.probs + " is not allowed: one of trt, max_relative");
   d.dtype = *dtype;
   d.num_heads = o.heads;
   d.head_size = o.head_size;
   d.mask = *mask;
   d.bound = *bound;
+  d.probs = *probs;
   d.layout = *layout;
   d.scale_head_size = o.scale_head_size;
   if (d.dtype == DType::int8) {

@@ -22,6 +22,7 @@ struct ProblemOptions {
   int batch = 8;
   std::string mask = "none";
   std::string bound = "row_max";
+  std::string probs = "trt";    // INT8 probability quantization: trt | max_relative
   std::string layout = "trt";
   std::uint64_t seed = 1;
   double qkv_amax = 4.0;        // INT8: qkv_scale = amax / 127

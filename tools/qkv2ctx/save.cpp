@@ -65,6 +65,7 @@ void save_run(const std::string& dir, const Problem& p, const Plan& plan, const 
   field("layout", str(to_string(d.layout)));
   field("mask", str(to_string(d.mask)));
   field("bound", str(to_string(d.bound)));
+  field("probs", str(to_string(d.probs)));
   field("batch", std::to_string(p.batch));
   field(d.mask == MaskMode::varlen ? "max_seqlen" : "seqlen", std::to_string(p.seqlen));
   field("num_tokens", std::to_string(p.num_tokens));
@@ -81,6 +82,7 @@ void save_run(const std::string& dir, const Problem& p, const Plan& plan, const 
     field("scale_softmax", json_float(k.scale_softmax));
     field("scale_bmm2", json_float(k.scale_bmm2));
     field("fixed_bound", json_float(k.fixed_bound));
+    field("max_relative_scale", json_float(k.max_relative_scale));
     field("stats", fmt::format("{{\"fixed_bound_underflow_rows\": {}, \"fixed_bound_overflow_rows\": {}, "
                                "\"repaired_rows\": {}}}",
                                result.stats.fixed_bound_underflow_rows, result.stats.fixed_bound_overflow_rows,

@@ -15,6 +15,8 @@ namespace qkv2ctx::int8_math {
 
 // p_max = scale_bmm1 * 127^2 (SPEC 5.0 step 3).
 inline constexpr float kFixedBoundFactor = 16129.0f;
+// probs=max_relative: Pi8 = RNE(kMaxRelativeLevels * exp(x - row_max)), the full positive INT8 range.
+inline constexpr float kMaxRelativeLevels = 127.0f;
 // __expf(x) is ex2.approx(x * log2(e)); the product is rounded to FP32 first.
 inline constexpr float kLog2e = 1.4426950408889634f;
 // guarded mode: a row whose fixed-bound exponential sum is below this (or not finite) is recomputed

@@ -94,7 +94,8 @@ __device__ __forceinline__ void store_out(std::int8_t* p, std::int32_t acc, floa
 
 template <typename Acc, typename Out>
 __global__ void scatter_rows_kernel(HeadGeometry g, SeqTable seqs, const Acc* __restrict__ ctx,
-                                    Out* __restrict__ out, float scale_bmm2) {
+                                    Out* __restrict__ out, float scale_bmm2,
+                                    const float* __restrict__ row_scales) {
   const std::int64_t rows = static_cast<std::int64_t>(seqs.batch) * g.num_heads * g.Sp;
   for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int s = static_cast<int>(r % g.Sp);
@@ -103,9 +104,10 @@ __global__ void scatter_rows_kernel(HeadGeometry g, SeqTable seqs, const Acc* __
     const SeqSpan span = seqs.span(b);
     if (s >= span.rows) continue;
     const std::int64_t t = span.row0 + static_cast<std::int64_t>(s) * span.row_step;
+    const float scale = row_scales != nullptr ? row_scales[r] : scale_bmm2;
     for (int d = threadIdx.x; d < g.head_size; d += blockDim.x)
       store_out(out + out_offset(g.layout, t, n, d, g.num_heads, g.head_size, g.num_tokens),
-                ctx[r * g.Hp + d], scale_bmm2);
+                ctx[r * g.Hp + d], scale);
   }
 }
 
@@ -130,10 +132,10 @@ void launch_gather(const HeadGeometry& g, const SeqTable& seqs, const void* qkv,
 
 template <typename Acc, typename Out>
 void launch_scatter(const HeadGeometry& g, const SeqTable& seqs, const void* ctx, void* out,
-                    float scale_bmm2, cudaStream_t stream) {
+                    float scale_bmm2, const float* row_scales, cudaStream_t stream) {
   const std::int64_t rows = static_cast<std::int64_t>(seqs.batch) * g.num_heads * g.Sp;
   scatter_rows_kernel<Acc, Out><<<grid_for(rows), threads_for_head(g.Hp), 0, stream>>>(
-      g, seqs, static_cast<const Acc*>(ctx), static_cast<Out*>(out), scale_bmm2);
+      g, seqs, static_cast<const Acc*>(ctx), static_cast<Out*>(out), scale_bmm2, row_scales);
   QKV2CTX_CHECK_LAUNCH("scatter_rows_kernel");
 }
 
@@ -150,13 +152,13 @@ void gather_qkv(const HeadGeometry& g, const SeqTable& seqs, const void* qkv, vo
 }
 
 void scatter_context(const HeadGeometry& g, const SeqTable& seqs, const void* ctx, void* out,
-                     float scale_bmm2, cudaStream_t stream) {
+                     float scale_bmm2, const float* row_scales, cudaStream_t stream) {
   if (static_cast<std::int64_t>(seqs.batch) * g.num_heads * g.Sp == 0) return;
   switch (g.dtype) {
-    case DType::fp32: launch_scatter<float, float>(g, seqs, ctx, out, scale_bmm2, stream); break;
-    case DType::fp16: launch_scatter<float, __half>(g, seqs, ctx, out, scale_bmm2, stream); break;
-    case DType::bf16: launch_scatter<float, __nv_bfloat16>(g, seqs, ctx, out, scale_bmm2, stream); break;
-    case DType::int8: launch_scatter<std::int32_t, std::int8_t>(g, seqs, ctx, out, scale_bmm2, stream); break;
+    case DType::fp32: launch_scatter<float, float>(g, seqs, ctx, out, scale_bmm2, row_scales, stream); break;
+    case DType::fp16: launch_scatter<float, __half>(g, seqs, ctx, out, scale_bmm2, row_scales, stream); break;
+    case DType::bf16: launch_scatter<float, __nv_bfloat16>(g, seqs, ctx, out, scale_bmm2, row_scales, stream); break;
+    case DType::int8: launch_scatter<std::int32_t, std::int8_t>(g, seqs, ctx, out, scale_bmm2, row_scales, stream); break;
     default: throw Error(ErrorCode::internal, "scatter_context: unexpected dtype");
   }
 }

@@ -31,8 +31,9 @@ void gather_qkv(const HeadGeometry& g, const SeqTable& seqs, const void* qkv, vo
 // Writes context rows from ctx [B*N][Sp][Hp] into `out` (the user's layout), for the query rows of
 // each sequence only (varlen tokens outside every sequence are left untouched).
 //  - float ctx (fp32/fp16/bf16 output): rounded to the dtype (RNE);
-//  - int32 ctx (int8 output): SPEC 5.0 step 8, sat8(RNE(float(acc2) * scale_bmm2)).
+//  - int32 ctx (int8 output): SPEC 5.0 step 8, sat8(RNE(float(acc2) * scale)), scale = scale_bmm2,
+//    or row_scales[row] per row when given (INT8 probs=max_relative; [B*N][Sp]).
 void scatter_context(const HeadGeometry& g, const SeqTable& seqs, const void* ctx, void* out,
-                     float scale_bmm2, cudaStream_t stream);
+                     float scale_bmm2, const float* row_scales, cudaStream_t stream);
 
 }  // namespace qkv2ctx::cuda

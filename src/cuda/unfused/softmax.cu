@@ -34,6 +34,9 @@ struct KernelArgs {
   float scale;
   float scale_bmm1, scale_softmax, fixed_bound;
   BoundMode bound;
+  ProbsMode probs_mode;
+  float max_relative_scale;
+  float* row_scales;
   StatsBlock* stats;
 };
 
@@ -205,6 +208,25 @@ __device__ float int8_exp_sum(Row& row, int keys, float m) {
   return row.reduce(sum, SumOp{});
 }
 
+// probs=max_relative (bound row_max): Pi8 = sat8(RNE(127 e)), e = exp(x - max) in (0, 1]; the row
+// sum goes into the row's step-8 scale (the same FP32 steps as the CPU reference).
+template <typename Row>
+__device__ void int8_max_relative_row(Row& row, int keys, const KernelArgs& a, std::int8_t* dst,
+                                      float* row_scale) {
+  const float m = masked_row_max(row, keys);
+  const float inv = int8_math::inverse_row_sum(int8_exp_sum(row, keys, m));
+  if (row.leader()) *row_scale = a.max_relative_scale * inv;
+  row.for_chunks([&](int j0, const float(&v)[4]) {
+    float p[4];
+#pragma unroll
+    for (int t = 0; t < 4; ++t)
+      p[t] = j0 + t < keys ? static_cast<float>(int8_math::sat8_rne(
+                                 fast_exp_ftz(__fsub_rn(v[t], m)) * int8_math::kMaxRelativeLevels))
+                           : 0.f;
+    store4(dst + j0, p);
+  });
+}
+
 template <typename Row>
 __device__ void int8_softmax_row(Row& row, int keys, const KernelArgs& a, std::int8_t* dst) {
   float m = a.bound == BoundMode::row_max ? masked_row_max(row, keys) : a.fixed_bound;
@@ -241,7 +263,8 @@ __device__ void process_row(Row& row, std::int64_t r, const KernelArgs& a, ProbT
   if (q >= span.rows || span.keys <= 0) {
     write_zero_row(row, dst);
   } else if constexpr (std::is_same_v<ScoreT, std::int32_t>) {
-    int8_softmax_row(row, span.keys, a, dst);
+    if (a.probs_mode == ProbsMode::max_relative) int8_max_relative_row(row, span.keys, a, dst, a.row_scales + r);
+    else int8_softmax_row(row, span.keys, a, dst);
   } else {
     float_softmax_row(row, span.keys, a.scale, dst);
   }
@@ -298,7 +321,8 @@ void softmax_rows(const SoftmaxArgs& s, cudaStream_t stream) {
   if (static_cast<std::int64_t>(s.seqs.batch) * s.num_heads * s.Sp == 0) return;
   if (s.Sp % 16 != 0) throw Error(ErrorCode::internal, "softmax_rows: row length must be a multiple of 16");
   KernelArgs a{s.seqs, s.num_heads, s.Sp, s.scores, s.probs, s.scale,
-               s.int8.scale_bmm1, s.int8.scale_softmax, s.int8.fixed_bound, s.bound, s.stats};
+               s.int8.scale_bmm1, s.int8.scale_softmax, s.int8.fixed_bound, s.bound,
+               s.probs_mode, s.int8.max_relative_scale, s.row_scales, s.stats};
   switch (s.dtype) {
     case DType::fp32: launch<float, float>(a, stream); break;
     case DType::fp16: launch<float, __half>(a, stream); break;

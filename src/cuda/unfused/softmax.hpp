@@ -19,6 +19,8 @@ struct SoftmaxArgs {
   float scale = 1.0f;         // float types: 1/sqrt(H_eff), applied to the raw scores
   Int8Derived int8{};         // int8: SPEC 5.0 constants
   BoundMode bound = BoundMode::row_max;
+  ProbsMode probs_mode = ProbsMode::trt;
+  float* row_scales = nullptr;  // int8 probs=max_relative: [B*N][Sp] step-8 scale of each row
   StatsBlock* stats = nullptr;  // int8 fixed-bound / guarded row counters
 };
 

@@ -58,7 +58,7 @@ class UnfusedBackend final : public BackendImpl {
       case DType::bf16: what = "BF16 GEMMs with FP32 accumulation, probabilities rounded to BF16"; break;
       default:
         what = std::string("s8 x s8 -> s32 GEMMs, SPEC 5.0 INT8 softmax with bound ") +
-               std::string(to_string(desc_.bound));
+               std::string(to_string(desc_.bound)) + ", probs " + std::string(to_string(desc_.probs));
     }
     return "cuBLASLt unfused: GEMM + softmax kernel (" + what +
            "; FP32 softmax math, warp per row up to S = 1024, block per row beyond; workspace holds "
@@ -126,11 +126,13 @@ class UnfusedBackend final : public BackendImpl {
     sm.scale = scale_;
     sm.int8 = int8_scales_;
     sm.bound = desc_.bound;
+    sm.probs_mode = desc_.probs;
+    sm.row_scales = buf.row_scales;
     sm.stats = buf.stats;
     softmax_rows(sm, stream);
 
     gemm_->run(context_gemm(buf.Sp, buf.Hp, buf.heads), buf.v, buf.probs, buf.ctx, buf.lt_workspace, stream);
-    scatter_context(g, seqs, buf.ctx, p.out, int8_scales_.scale_bmm2, stream);
+    scatter_context(g, seqs, buf.ctx, p.out, int8_scales_.scale_bmm2, buf.row_scales, stream);
   }
 
   RunStats read_stats(const Workspace& ws, void* stream) const override {

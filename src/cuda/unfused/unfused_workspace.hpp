@@ -2,6 +2,7 @@
 //   StatsBlock | cuBLASLt scratch | varlen ranges [B] | Q, K [B*N][Sp][Hp] | V [B*N][Sp][Hp]
 //   (INT8: V^T [B*N][Hp][Sp]) | scores [B*N][Sp][Sp] (f32 / s32) | probabilities [B*N][Sp][Sp]
 //   (dtype; FP32 works in place in the scores) | context accumulators [B*N][Sp][Hp] (f32 / s32)
+//   | INT8 probs=max_relative: per-row requantization scales [B*N][Sp] (f32)
 // Sp and Hp are S and H rounded up to 16 (zero padded), which keeps every leading dimension and
 // batch stride 16-element aligned: cuBLASLt's INT8 kernels need multiples of 4, vector loads 16 B.
 #pragma once
@@ -37,6 +38,7 @@ struct UnfusedBuffers {
   void* scores = nullptr;
   void* probs = nullptr;
   void* ctx = nullptr;
+  float* row_scales = nullptr;  // INT8 probs=max_relative only
   int Sp = 0, Hp = 0;
   std::int64_t heads = 0;  // B * N
   std::size_t total_bytes = 0;
@@ -64,6 +66,8 @@ inline UnfusedBuffers carve_unfused_workspace(const AttentionDesc& d, int batch,
   b.probs = d.dtype == DType::fp32 ? b.scores
                                    : carver.take(checked_product({heads, Sp, Sp, elt}, "the probability matrices (B*N*S*S)"));
   b.ctx = carver.take(checked_product({heads, Sp, Hp, acc}, "the context accumulators (B*N*S*H)"));
+  if (d.dtype == DType::int8 && d.probs == ProbsMode::max_relative)
+    b.row_scales = static_cast<float*>(carver.take(checked_product({heads, Sp, 4}, "the per-row scales (B*N*S)")));
   b.total_bytes = carver.total();
   return b;
 }
