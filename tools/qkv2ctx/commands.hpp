@@ -19,5 +19,6 @@ Command add_run_command(CLI::App& root);
 Command add_check_command(CLI::App& root);
 Command add_info_command(CLI::App& root);
 Command add_bench_command(CLI::App& root);
+Command add_accuracy_command(CLI::App& root);
 
 }  // namespace qkv2ctx::cli

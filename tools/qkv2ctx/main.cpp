@@ -1,4 +1,4 @@
-// qkv2ctx: run | check | info | bench. Every failure is one line on stderr and exit code 2
+// qkv2ctx: run | check | info | bench | accuracy. Every failure is one line on stderr and exit code 2
 // (exit code 1 is reserved for `check` results over their tolerance).
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -30,7 +30,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", system_info().version);
   std::vector<cli::Command> commands = {cli::add_run_command(app), cli::add_check_command(app),
-                                        cli::add_info_command(app), cli::add_bench_command(app)};
+                                        cli::add_info_command(app), cli::add_bench_command(app),
+                                        cli::add_accuracy_command(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
