@@ -1,5 +1,5 @@
-// The fused sm_80 INT8 family against the CPU INT8 emulation (SPEC 5.0 steps 1-8): both schedules
-// (resident, streaming; forced through QKV2CTX_INT8_SCHEDULE), every layout, mask mode and bound mode,
+// The fused sm_80 INT8 family against the CPU INT8 emulation (SPEC 5.0 steps 1-8): the three schedules
+// (buffered, resident, streaming; forced through QKV2CTX_INT8_SCHEDULE), every layout, mask mode and bound mode,
 // head sizes 32 / 64 / 128, S = 1 ... 4097, B = 1 and 7 with ragged and empty sequences, outputs and
 // workspace poisoned (gpu_test_util's compare_with_reference).
 //
@@ -89,7 +89,7 @@ std::vector<std::string> schedules_for(int S, int H) {
   using namespace fused_int8;
   const int cap = round_up(S, kChunkKeys);
   if (S <= kResidentMaxKeys && resident_smem(H, 16, cap).total + kStaticSmemReserve <= 227 * 1024)
-    return {"resident", "streaming"};
+    return {"buffered", "resident", "streaming"};
   return {""};
 }
 
@@ -101,8 +101,16 @@ TEST(FusedInt8Policy, ScheduleAndGrid) {
   using namespace fused_int8;
   const int smem = 227 * 1024;
   const Int8Options resident{Int8Options::Force::resident, 0};
-  // Automatic: resident up to S = 128 (one warp per 16-row block, single pass), streaming beyond.
-  Int8Launch l = plan_int8_launch(64, MaskMode::varlen, 128, 128, 128 * 128, 12, smem);
+  // Automatic: buffered while its row buffers leave 8 warps per SM (exponentials in shared memory, one
+  // exponential per element: S <= 384 at D = 64), streaming beyond.
+  EXPECT_EQ(plan_int8_launch(64, MaskMode::varlen, 128, 128, 128 * 128, 12, smem).schedule, Int8Schedule::buffered);
+  EXPECT_EQ(plan_int8_launch(64, MaskMode::varlen, 32, 384, 32 * 384, 16, smem).schedule, Int8Schedule::buffered);
+  EXPECT_EQ(plan_int8_launch(64, MaskMode::varlen, 32, 512, 32 * 512, 16, smem).schedule, Int8Schedule::streaming);
+  EXPECT_EQ(buffered_occupancy(64, 384, smem, 128).warps_per_sm, 8);
+  EXPECT_EQ(buffered_occupancy(64, 512, smem, 128).warps_per_sm, 6);
+  EXPECT_EQ(plan_int8_launch(64, MaskMode::varlen, 8, 2048, 8 * 2048, 16, smem).schedule, Int8Schedule::streaming);
+  // Resident at S = 128 (one warp per 16-row block, single pass).
+  Int8Launch l = plan_int8_launch(64, MaskMode::varlen, 128, 128, 128 * 128, 12, smem, resident);
   EXPECT_EQ(l.schedule, Int8Schedule::resident);
   EXPECT_EQ(l.key_groups, 1);
   EXPECT_EQ(l.keys_capacity, 128);
@@ -110,7 +118,7 @@ TEST(FusedInt8Policy, ScheduleAndGrid) {
   EXPECT_LE(l.smem_bytes, kTwoCtaSmem);
   EXPECT_EQ(l.tile_slots, 128 * 128 / l.block_m + 128);  // varlen: floor(T / BM) + B slots per head
   EXPECT_EQ(l.ctas, l.tile_slots * 12);
-  EXPECT_EQ(plan_int8_launch(64, MaskMode::varlen, 32, 384, 32 * 384, 16, smem).schedule, Int8Schedule::streaming);
+  EXPECT_EQ(plan_int8_launch(64, MaskMode::varlen, 32, 384, 32 * 384, 16, smem).schedule, Int8Schedule::buffered);
   EXPECT_EQ(plan_int8_launch(64, MaskMode::none, 1, 513, 513, 1, smem, resident).key_groups, 8);  // beyond capacity
   EXPECT_EQ(plan_int8_launch(64, MaskMode::none, 1, 512, 512, 1, smem, resident).key_groups, 4);
   EXPECT_EQ(plan_int8_launch(64, MaskMode::none, 1, 1025, 1025, 1, smem).schedule, Int8Schedule::streaming);
@@ -135,6 +143,36 @@ TEST(FusedInt8Policy, ScheduleAndGrid) {
         EXPECT_EQ(r.schedule, Int8Schedule::resident);
         EXPECT_LE(r.smem_bytes + kStaticSmemReserve, smem) << "S=" << S << " D=" << D;
         EXPECT_EQ(r.block_m % 16, 0);
+      }
+}
+
+// Buffered: the warps per CTA maximize warps per SM within shared memory; every forced choice up to
+// S = 512 fits the device with 16 .. 64 rows per CTA, and its buffer holds every key.
+TEST(FusedInt8Policy, BufferedFits) {
+  using namespace fused_int8;
+  const int smem = 227 * 1024;
+  const Int8Options buffered{Int8Options::Force::buffered, 0};
+  EXPECT_EQ(choose_buffered_warps(64, 384, smem), 4);  // 108 KiB per CTA: 2 CTAs = 8 warps per SM
+  EXPECT_EQ(choose_buffered_warps(64, 512, smem), 3);  // 4 warps (140 KiB) would leave 4 warps per SM
+  // 64-key tiles up to S = 128, 128-key tiles beyond (same ring size: 4 x 64 or 2 x 128 keys).
+  EXPECT_EQ(plan_int8_launch(64, MaskMode::none, 128, 128, 128 * 128, 12, smem).tile_keys, 64);
+  const Int8Launch s384 = plan_int8_launch(64, MaskMode::none, 32, 384, 32 * 384, 16, smem);
+  EXPECT_EQ(s384.tile_keys, 128);
+  EXPECT_EQ(s384.block_m, 64);
+  EXPECT_EQ(s384.keys_capacity, 384);
+  EXPECT_EQ(buffered_smem(64, 64, 384, 128).total, buffered_smem(64, 64, 384, 64).total);
+  EXPECT_EQ(plan_int8_launch(64, MaskMode::none, 32, 384, 32 * 384, 16, smem, Int8Options{Int8Options::Force::automatic, 0, 64}).tile_keys, 64);
+  for (int S : {1, 63, 64, 65, 200, 384, 511, 512, 1024})
+    for (int D : {32, 64, 128})
+      for (MaskMode m : {MaskMode::lengths, MaskMode::varlen}) {
+        const Int8Launch r = plan_int8_launch(D, m, 7, S, 7 * S, 3, smem, buffered);
+        EXPECT_EQ(r.schedule, Int8Schedule::buffered);
+        EXPECT_LE(r.smem_bytes + kStaticSmemReserve, smem) << "S=" << S << " D=" << D;
+        EXPECT_EQ(r.block_m % 16, 0);
+        EXPECT_GE(r.block_m, 16);
+        EXPECT_LE(r.block_m, 16 * kBufferedMaxWarps);
+        EXPECT_GE(r.keys_capacity, S);
+        EXPECT_EQ(r.keys_capacity % r.tile_keys, 0);
       }
 }
 
@@ -176,7 +214,7 @@ TEST(FusedInt8, AllCombinations) {
           for (const Scales* sc : {&kBenign, &kStress}) {
             const AttentionDesc d = int8_desc(3, H, layout, mask, bound, *sc);
             const ProblemSpec spec = int8_spec(mask, 7, 77, *sc);
-            for (const std::string& sched : {"resident", "streaming"}) check(d, spec, sched);
+            for (const std::string& sched : {"buffered", "resident", "streaming"}) check(d, spec, sched);
           }
       }
 }
@@ -196,7 +234,7 @@ TEST(FusedInt8, FixedBoundFailures) {
       // largest logits ~35 resp. ~80, below p_max - 87.3 (underflow); a spike query against a spike key
       // (all 64 lanes at the maximum) has logit 293 resp. 657, above p_max + 88.7 (overflow).
       const Scales sc{amax / 127.0f, amax / 127.0f / 4.0f, amax == 32.0f ? 24 : 18, 3};
-      for (const std::string& sched : {"resident", "streaming"}) {
+      for (const std::string& sched : {"buffered", "resident", "streaming"}) {
         ScopedEnv env("QKV2CTX_INT8_SCHEDULE", sched);
         for (BoundMode bound : {BoundMode::fixed_bound, BoundMode::guarded}) {
           const AttentionDesc d = int8_desc(2, 64, Layout::trt, mask, bound, sc);
@@ -209,7 +247,7 @@ TEST(FusedInt8, FixedBoundFailures) {
           EXPECT_EQ(c.unwritten, 0) << c.label;
           EXPECT_EQ(c.touched_outside, 0) << c.label;
           EXPECT_EQ(c.lsb_histogram[3], 0) << c.summary();
-          EXPECT_LE(c.lsb_mismatch_rate(), 0.001) << c.summary();
+          EXPECT_LE(c.rate_over_1_lsb(), 0.001) << c.summary();
           EXPECT_EQ(c.gpu_stats.fixed_bound_underflow_rows, c.ref_stats.fixed_bound_underflow_rows) << c.summary();
           EXPECT_EQ(c.gpu_stats.fixed_bound_overflow_rows, c.ref_stats.fixed_bound_overflow_rows) << c.summary();
           EXPECT_EQ(c.gpu_stats.repaired_rows, c.ref_stats.repaired_rows) << c.summary();
@@ -265,7 +303,7 @@ TEST(FusedInt8, FixedBoundFailures) {
 // the first violation.
 TEST(FusedInt8, BadDeviceCuSeqlens) {
   QKV2CTX_REQUIRE_GPU();
-  for (const std::string& sched : {"resident", "streaming"}) {
+  for (const std::string& sched : {"buffered", "resident", "streaming"}) {
     ScopedEnv env("QKV2CTX_INT8_SCHEDULE", sched);
     const AttentionDesc d = int8_desc(2, 64, Layout::trt, MaskMode::varlen, BoundMode::guarded, kStress);
     const Plan plan = make_plan(d, kFused);
@@ -314,11 +352,41 @@ TEST(FusedInt8, DeclinesWithReasons) {
   }
 }
 
+// The buffered schedule with the tile size the plan does not pick for S (64-key tiles above S = 128,
+// 128-key tiles up to it, through QKV2CTX_INT8_TILE_KEYS): partial last tiles with 1 to 3 chunks past
+// the keys, every mask mode and bound mode.
+TEST(FusedInt8, BufferedOtherTileKeys) {
+  QKV2CTX_REQUIRE_GPU();
+  const BoundMode bounds[] = {BoundMode::row_max, BoundMode::fixed_bound, BoundMode::guarded};
+  int k = 0;
+  for (int S : {1, 33, 129, 200, 384, 511})
+    for (MaskMode mask : {MaskMode::none, MaskMode::lengths, MaskMode::varlen}) {
+      ++k;
+      const Layout layout = mask == MaskMode::varlen && k % 2 ? Layout::chw32 : (k % 2 ? Layout::trt : Layout::hf);
+      const Scales& sc = (k % 2) ? kStress : kBenign;
+      const AttentionDesc d = int8_desc(2, k % 3 == 0 ? 128 : 64, layout, mask, bounds[k % 3], sc);
+      ScopedEnv tiles("QKV2CTX_INT8_TILE_KEYS", S <= 128 ? "128" : "64");
+      check(d, int8_spec(mask, 5, S, sc), "buffered");
+    }
+}
+
+TEST(FusedInt8, RejectsBadTileKeys) {
+  QKV2CTX_REQUIRE_GPU();
+  ScopedEnv env("QKV2CTX_INT8_TILE_KEYS", "96");
+  try {
+    (void)make_plan(int8_desc(2, 64, Layout::trt, MaskMode::none, BoundMode::row_max, kBenign), kFused);
+    ADD_FAILURE() << "QKV2CTX_INT8_TILE_KEYS = 96 should be rejected";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("QKV2CTX_INT8_TILE_KEYS"), std::string::npos) << e.what();
+  }
+}
+
 // ---- compute-sanitizer subset (bench/device.sh runs *Sanitizer* under memcheck and racecheck) ----------------
 
 TEST(FusedInt8Sanitizer, TinyShapes) {
   QKV2CTX_REQUIRE_GPU();
-  for (const std::string& sched : {"resident", "streaming"}) {
+  for (const std::string& sched : {"buffered", "resident", "streaming"}) {
     check(int8_desc(2, 64, Layout::trt, MaskMode::varlen, BoundMode::guarded, kStress),
           int8_spec(MaskMode::varlen, 4, 70, kStress), sched);
     check(int8_desc(1, 32, Layout::chw32, MaskMode::varlen, BoundMode::row_max, kBenign),

@@ -52,12 +52,16 @@ class FusedInt8Backend final : public BackendImpl {
   std::string describe() const override {
     std::string s = "fused sm_80 INT8 (mma.sync m16n8k32 s8->s32, D=" + std::to_string(desc_.head_size) +
                     ", bound=" + std::string(to_string(desc_.bound)) +
-                    "): S <= " + std::to_string(fused_int8::kResidentAutoMaxKeys) +
-                    " resident single pass (4-warp CTAs, K and V in shared memory, exponentials in "
-                    "registers), longer sequences two-pass streaming (8 warps x 16 rows, 64-key tiles); "
-                    "probabilities quantized after normalization (SPEC 5.0)";
+                    "): buffered where its shared-memory row buffers leave >= " +
+                    std::to_string(fused_int8::kBufferedAutoMinWarpsPerSm) +
+                    " warps per SM (S <= 384 at D = 64; 16 query rows per warp, up to 4 warps per CTA, K/V "
+                    "streamed in 64- or 128-key tiles, each row's FP32 exponentials kept in shared memory so "
+                    "every exponential is computed once), longer sequences two-pass streaming (8 warps x 16 "
+                    "rows, exponentials recomputed); probabilities quantized after normalization (SPEC 5.0)";
     if (options_.force != Int8Options::Force::automatic)
-      s += options_.force == Int8Options::Force::resident ? " [forced: resident]" : " [forced: streaming]";
+      s += options_.force == Int8Options::Force::resident    ? " [forced: resident]"
+           : options_.force == Int8Options::Force::buffered ? " [forced: buffered]"
+                                                             : " [forced: streaming]";
     if (scales_.fixed_bound_underflow_likely && desc_.bound != BoundMode::row_max)
       s += "\nwarning: p_max = " + std::to_string(scales_.fixed_bound) +
            " > 87.34: the fixed bound zeroes every row whose largest logit is <= 0 (SPEC 5.0.1)" +
@@ -148,6 +152,12 @@ class FusedInt8Backend final : public BackendImpl {
                       " needs " + std::to_string(l.smem_bytes) + " bytes of shared memory (device limit " +
                       std::to_string(caps_.max_smem_optin) + ") and at most " +
                       std::to_string(fused_int8::kResidentMaxKeys) + " keys");
+    if (l.schedule == fused_int8::Int8Schedule::buffered &&
+        l.smem_bytes + fused_int8::kStaticSmemReserve > caps_.max_smem_optin)
+      throw Error(ErrorCode::unsupported,
+                  "fused INT8: the buffered schedule was forced but max_seqlen = " + std::to_string(max_seqlen) +
+                      " with " + std::to_string(l.block_m) + " rows per CTA needs " + std::to_string(l.smem_bytes) +
+                      " bytes of shared memory (device limit " + std::to_string(caps_.max_smem_optin) + ")");
     return l;
   }
 
@@ -169,7 +179,8 @@ class FusedInt8Backend final : public BackendImpl {
   Int8Derived scales_;
 };
 
-// QKV2CTX_INT8_SCHEDULE=resident|streaming and QKV2CTX_INT8_BLOCK_M=<rows> override the per-run choice
+// QKV2CTX_INT8_SCHEDULE=buffered|resident|streaming, QKV2CTX_INT8_BLOCK_M=<rows> and QKV2CTX_INT8_TILE_KEYS=64|128
+// (buffered) override the per-run choice
 // for plans made while they are set (tests cover both schedules through make_plan; measurements compare
 // them). Read once, at plan creation; explicit options win.
 fused_int8::Int8Options options_from_env(fused_int8::Int8Options o) {
@@ -178,9 +189,10 @@ fused_int8::Int8Options options_from_env(fused_int8::Int8Options o) {
       const std::string s(v);
       if (s == "resident") o.force = Int8Options::Force::resident;
       else if (s == "streaming") o.force = Int8Options::Force::streaming;
+      else if (s == "buffered") o.force = Int8Options::Force::buffered;
       else if (s != "auto")
         throw Error(ErrorCode::invalid_argument, "QKV2CTX_INT8_SCHEDULE = '" + s +
-                                                     "' is not allowed: use resident, streaming, auto or leave it unset");
+                                                     "' is not allowed: use buffered, resident, streaming, auto or leave it unset");
     }
   }
   if (o.block_m == 0) {
@@ -190,6 +202,15 @@ fused_int8::Int8Options options_from_env(fused_int8::Int8Options o) {
         throw Error(ErrorCode::invalid_argument, "QKV2CTX_INT8_BLOCK_M = '" + std::string(v) +
                                                      "' is not allowed: a multiple of 16 from 16 to 1024");
       o.block_m = m;
+    }
+  }
+  if (o.tile_keys == 0) {
+    if (const char* v = std::getenv("QKV2CTX_INT8_TILE_KEYS"); v != nullptr && *v != '\0') {
+      const std::string s(v);
+      if (s != "64" && s != "128")
+        throw Error(ErrorCode::invalid_argument,
+                    "QKV2CTX_INT8_TILE_KEYS = '" + s + "' is not allowed: 64 or 128 (buffered schedule)");
+      o.tile_keys = std::atoi(v);
     }
   }
   return o;

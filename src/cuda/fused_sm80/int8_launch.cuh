@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cuda/common/cuda_check.hpp"
+#include "cuda/fused_sm80/int8_buffered.cuh"
 #include "cuda/fused_sm80/int8_launch.hpp"
 #include "cuda/fused_sm80/int8_resident.cuh"
 #include "cuda/fused_sm80/int8_streaming.cuh"
@@ -41,8 +42,18 @@ void launch_int8_instance(const Int8Params& p, const Int8Launch& l, cudaStream_t
   if (ctas > 0x7fffffffLL)
     throw Error(ErrorCode::unsupported, "fused INT8 attention: " + std::to_string(ctas) +
                                             " CTAs exceed the grid limit of 2^31 - 1");
-  static std::atomic<std::uint64_t> resident_opted{0}, streaming_opted{0};
-  if (l.schedule == Int8Schedule::resident) {
+  static std::atomic<std::uint64_t> resident_opted{0}, streaming_opted{0}, buffered_opted{0}, buffered128_opted{0};
+  if (l.schedule == Int8Schedule::buffered) {
+    const unsigned threads = static_cast<unsigned>(l.block_m / 16 * 32);
+    if (l.tile_keys == 128) {
+      opt_in_shared_memory(int8_buffered_kernel<D, 128>, buffered128_opted);
+      int8_buffered_kernel<D, 128><<<static_cast<unsigned>(ctas), threads, l.smem_bytes, stream>>>(p);
+    } else {
+      opt_in_shared_memory(int8_buffered_kernel<D, 64>, buffered_opted);
+      int8_buffered_kernel<D, 64><<<static_cast<unsigned>(ctas), threads, l.smem_bytes, stream>>>(p);
+    }
+    QKV2CTX_CHECK_LAUNCH("int8_buffered_kernel");
+  } else if (l.schedule == Int8Schedule::resident) {
     opt_in_shared_memory(int8_resident_kernel<D>, resident_opted);
     int8_resident_kernel<D><<<static_cast<unsigned>(ctas), kResidentThreads, l.smem_bytes, stream>>>(p);
     QKV2CTX_CHECK_LAUNCH("int8_resident_kernel");

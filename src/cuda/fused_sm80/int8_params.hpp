@@ -12,6 +12,10 @@
 //              query rows: pass 1 sums the exponentials (after a row-max pass in row_max mode), pass 2
 //              recomputes Q·Kᵀ and the exponentials, quantizes with the known sum and accumulates P·V.
 //              Any S; each exponential is computed twice.
+//   buffered   K/V tiles streamed as in streaming, 16 query rows per warp, up to 4 warps per CTA; the
+//              row's FP32 exponentials are kept in the warp's region of shared memory (16 x S x 4 B), so
+//              the second pass reads them back instead of recomputing Q·Kᵀ and the exponentials, and
+//              streams only V. Each exponential is computed once; shared memory bounds S (auto: <= 512).
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -40,15 +44,38 @@ inline constexpr int kResidentMaxKeys = kMaxKeyGroups * kKeysPerWarp;
 inline constexpr int kResidentAutoMaxKeys = 128;
 inline constexpr int kStreamBlockM = kStreamWarps * 16;  // streaming: query rows per CTA
 inline constexpr int kStreamTileKeys = 64;               // streaming: keys per K/V tile
+inline constexpr int kBufferedMaxWarps = 4;              // buffered: warps (16 rows each) per CTA, at most
+inline constexpr int kBufferedMaxThreads = kBufferedMaxWarps * 32;
+inline constexpr int kEChunkBytes = 16 * kChunkKeys * 4;  // buffered: one warp's exponentials of a 32-key chunk
+inline constexpr int kBufferedAutoMaxKeys = 512;         // buffered: automatic choice up to this S
+// ... and only with at least this many warps per SM. Measured on an H100 (D = 64, guarded, µs): S = 384
+// (8 warps per SM) buffered 129.7 vs streaming 149.5; S = 512 (6 warps per SM: 3-warp CTAs, 112 KiB)
+// buffered 281.8 vs streaming 249.9 (H = 16, B = 32), 212.5 vs 188.0 (H = 12).
+inline constexpr int kBufferedAutoMinWarpsPerSm = 8;
+// buffered: keys per K/V tile (64 or 128, a kernel template parameter) and ring stages (tiles in flight
+// + 1): 64-key tiles are short steps (16 rows x 64 keys per warp), so one tile of prefetch does not cover
+// an L2 round trip (measured with 2 stages: ~1100 cycles per tile of a K pass); 4 stages of 64 keys or 2 of
+// 128 keys take the same shared memory.
+// Measured on an H100 (D = 64, guarded, µs): S = 384 B = 32 H = 16: 144.1 (64) vs 129.7 (128); S = 512
+// B = 32 H = 16: 308.4 vs 281.8; S = 128 B = 128 H = 12: 51.9 vs 52.5. The plan takes 128 above S = 128.
+inline constexpr int kBufferedDefaultTileKeys = 64;
+inline constexpr int kBufferedLongTileKeys = 128;
+inline constexpr int kBufferedLongTileMinKeys = 129;  // S from which 128-key tiles are the default
+constexpr int buffered_stages(int tile_keys) { return tile_keys == 64 ? 4 : 2; }
+constexpr int buffered_tile_keys(int max_seqlen, int forced_tile_keys = 0) {
+  if (forced_tile_keys == 64 || forced_tile_keys == 128) return forced_tile_keys;
+  return max_seqlen >= kBufferedLongTileMinKeys ? kBufferedLongTileKeys : kBufferedDefaultTileKeys;
+}
 
 constexpr bool is_supported_head_size(int d) { return d == 32 || d == 64 || d == 128; }
 
-enum class Int8Schedule : std::uint8_t { resident, streaming };
+enum class Int8Schedule : std::uint8_t { resident, streaming, buffered };
 
 // Test and benchmark hooks; the defaults pick by the rules below.
 struct Int8Options {
-  enum class Force : std::uint8_t { automatic, resident, streaming } force = Force::automatic;
-  int block_m = 0;  // resident: query rows per CTA (a multiple of 16); 0 = choose
+  enum class Force : std::uint8_t { automatic, resident, streaming, buffered } force = Force::automatic;
+  int block_m = 0;  // resident, buffered: query rows per CTA (a multiple of 16; buffered <= 64); 0 = choose
+  int tile_keys = 0;  // buffered: keys per K/V tile, 64 or 128; 0 = buffered_tile_keys(S)
 };
 
 // Per-CTA counter slots (fixed_bound / guarded): each CTA writes its own, so no counter has to be
@@ -76,7 +103,8 @@ struct Int8Params {
   int num_heads = 0;
   int block_m = 0;      // query rows per CTA
   int key_groups = 1;   // resident: warps per 16-row block (1, 2, 4 or 8)
-  int keys_capacity = 0;  // resident: keys the shared-memory K / Vt regions hold (multiple of 32)
+  int keys_capacity = 0;  // resident: keys the shared-memory K / Vt regions hold (multiple of 32);
+                          // buffered: keys each warp's exponential buffer holds (multiple of 64)
   float scale_bmm1 = 0, scale_softmax = 0, scale_bmm2 = 0, fixed_bound = 0;
   Layout layout = Layout::trt;
   MaskMode mask = MaskMode::none;
@@ -113,11 +141,29 @@ inline constexpr int kTwoCtaSmem = 112 * 1024;
 // streaming: Q [128][D] | K ring [2][64][D] | V ring [2][64][D].
 constexpr int streaming_smem(int head_size) { return (kStreamBlockM + 4 * kStreamTileKeys) * head_size; }
 
+// buffered: ring [buffered_stages][tile_keys][D] (K or V tiles) | exponentials [block_m / 16 warps][cap / 32
+// chunks] x kEChunkBytes. Q [block_m][D] is staged at the start of the exponential region: every warp
+// copies its Q fragments to registers before the first barrier of the passes, after which the region
+// holds exponentials only (block_m * D <= the region: it holds at least 64 keys x 64 B per warp).
+struct BufferedSmem {
+  int ring, ebuf, q, total;
+};
+constexpr BufferedSmem buffered_smem(int head_size, int block_m, int keys_capacity,
+                                     int tile_keys = kBufferedDefaultTileKeys) {
+  BufferedSmem s{};
+  s.ring = 0;
+  s.ebuf = buffered_stages(tile_keys) * tile_keys * head_size;
+  s.q = s.ebuf;
+  s.total = s.ebuf + (block_m / 16) * (keys_capacity / kChunkKeys) * kEChunkBytes;
+  return s;
+}
+
 // ---- the per-run choice ----------------------------------------------------------------------------
 
 struct Int8Launch {
   Int8Schedule schedule = Int8Schedule::streaming;
   int block_m = kStreamBlockM;
+  int tile_keys = kBufferedDefaultTileKeys;  // buffered
   int key_groups = 1;
   int keys_capacity = 0;
   int smem_bytes = 0;
@@ -185,7 +231,40 @@ inline int choose_resident_block_m(int head_size, MaskMode mask, int batch, int 
   return best;
 }
 
-// Resident (when forced: S <= 512 and K + Vt fit shared memory; automatically: S <= 128) or streaming.
+// Buffered warps per CTA (1 .. 4): the most warps per SM that shared memory (the SM holds the opt-in
+// limit + 1 KiB; each CTA also reserves 1 KiB and its static variables) and registers (as ptxas
+// allocates them) allow; on a tie the larger CTA, which streams K and V fewer times.
+// warps = 0 when not even one warp's buffer fits.
+struct BufferedOccupancy {
+  int warps;         // per CTA
+  int warps_per_sm;  // resident warps per SM with that CTA
+};
+constexpr BufferedOccupancy buffered_occupancy(int head_size, int max_seqlen, int max_smem_optin,
+                                               int tile_keys = kBufferedDefaultTileKeys) {
+  const int cap = round_up(max_seqlen > 0 ? max_seqlen : 1, tile_keys);
+  const int sm_smem = max_smem_optin + 1024;
+  const int regs_per_thread = head_size <= 64 ? 128 : 160;  // ptxas: 80 / 111 / 143 for D = 32 / 64 / 128
+  int best = 0, best_warps_per_sm = 0;
+  for (int wpc = kBufferedMaxWarps; wpc >= 1; --wpc) {
+    const int bytes = buffered_smem(head_size, 16 * wpc, cap, tile_keys).total;
+    if (bytes + kStaticSmemReserve > max_smem_optin) continue;
+    int ctas = sm_smem / (bytes + kStaticSmemReserve);
+    ctas = std::min(ctas, 65536 / (regs_per_thread * 32 * wpc));
+    ctas = std::min(ctas, 32);
+    if (ctas * wpc > best_warps_per_sm) {
+      best_warps_per_sm = ctas * wpc;
+      best = wpc;
+    }
+  }
+  return {best, best_warps_per_sm};
+}
+constexpr int choose_buffered_warps(int head_size, int max_seqlen, int max_smem_optin,
+                                    int tile_keys = kBufferedDefaultTileKeys) {
+  return buffered_occupancy(head_size, max_seqlen, max_smem_optin, tile_keys).warps;
+}
+
+// Buffered (automatically: S <= 512 with at least kBufferedAutoMinWarpsPerSm warps per SM), resident (when forced: S <= 512 and
+// K + Vt fit shared memory; automatically: S <= 128 when buffered does not fit) or streaming.
 inline Int8Launch plan_int8_launch(int head_size, MaskMode mask, int batch, int max_seqlen,
                                    std::int64_t num_tokens, int num_heads, int max_smem_optin,
                                    const Int8Options& opt = {}, int num_sms = 132) {
@@ -193,10 +272,23 @@ inline Int8Launch plan_int8_launch(int head_size, MaskMode mask, int batch, int 
   const int cap = round_up(std::max(max_seqlen, 1), kChunkKeys);
   const bool resident_fits = max_seqlen <= kResidentMaxKeys &&
                              resident_smem(head_size, 16, cap).total + kStaticSmemReserve <= max_smem_optin;
+  const int tile_keys = buffered_tile_keys(max_seqlen, opt.tile_keys);
+  const BufferedOccupancy occ = buffered_occupancy(head_size, max_seqlen, max_smem_optin, tile_keys);
+  const int buffered_warps = occ.warps;
+  const bool buffered = opt.force == Int8Options::Force::buffered ||
+                        (opt.force == Int8Options::Force::automatic && buffered_warps > 0 &&
+                         max_seqlen <= kBufferedAutoMaxKeys && occ.warps_per_sm >= kBufferedAutoMinWarpsPerSm);
   const bool resident = opt.force == Int8Options::Force::resident ||
-                        (opt.force == Int8Options::Force::automatic && resident_fits &&
+                        (opt.force == Int8Options::Force::automatic && !buffered && resident_fits &&
                          max_seqlen <= kResidentAutoMaxKeys);
-  if (resident) {
+  if (buffered) {
+    l.schedule = Int8Schedule::buffered;
+    l.block_m = opt.block_m > 0 ? std::min(round_up(opt.block_m, 16), 16 * kBufferedMaxWarps)
+                                : 16 * std::max(buffered_warps, 1);
+    l.tile_keys = tile_keys;
+    l.keys_capacity = round_up(std::max(max_seqlen, 1), tile_keys);
+    l.smem_bytes = buffered_smem(head_size, l.block_m, l.keys_capacity, tile_keys).total;
+  } else if (resident) {
     l.schedule = Int8Schedule::resident;
     l.block_m = opt.block_m > 0 ? round_up(opt.block_m, 16)
                                 : choose_resident_block_m(head_size, mask, batch, max_seqlen, num_tokens, num_heads,

@@ -185,9 +185,15 @@ __device__ __forceinline__ void pv_chunk(int (&acc2)[D / 16][2][4], const std::u
 
 // ---- SPEC 5.0 steps 2-6, per element (bit-compatible with the CPU emulation) --------------------------
 
-// e = ex2.approx.ftz((x - m) * log2e), x = float(acc1) * scale_bmm1, every step rounded to FP32.
+// e = ex2.approx.ftz((x - m) * log2e), x = float(acc1) * scale_bmm1, every step rounded to FP32. The
+// int32 -> float conversion is exact either way (|acc1| <= 2^21): sm_90 has I2FP, one ALU instruction;
+// older GPUs convert on the quarter-rate unit the exponential needs, so there the FMA-pipe trick.
 __device__ __forceinline__ float shifted_exp(int acc1, float scale_bmm1, float shift) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const float x = __fmul_rn(__int2float_rn(acc1), scale_bmm1);
+#else
   const float x = __fmul_rn(cuda::ptx::small_int_to_float(acc1), scale_bmm1);
+#endif
   return cuda::ex2_approx_ftz(__fmul_rn(__fsub_rn(x, shift), int8_math::kLog2e));
 }
 

@@ -1,0 +1,369 @@
+// The buffered INT8 schedule (int8_params.hpp): one CTA = up to 4 warps x 16 query rows of one (sequence,
+// head); K and V stream through one ring of 64- or 128-key tiles (buffered_stages deep); every warp keeps the FP32 exponentials
+// of its 16 rows in its own region of shared memory (16 rows x S keys x 4 B), so each exponential is
+// computed once and probabilities are still quantized after normalization (SPEC 5.0 step 6):
+//   sum    Q·Kᵀ, exponentials with the fixed bound, row sums; the exponentials go to the warp's buffer.
+//          row_max: Q·Kᵀ and the integer row maxima, the accumulators go to the buffer; then each thread
+//          turns its accumulators into exponentials in place and sums them (no second pass over K),
+//   [max, sum again]  guarded only, when some row of the CTA failed the fixed bound (rare),
+//   out    V tiles only: exponentials back from the buffer, probabilities quantized with the known sum,
+//          P·V with V's B fragments gathered by ldmatrix.trans + PRMT (int8_tile.cuh).
+// The buffer is thread-private in effect: a thread reads back exactly the elements it wrote (same
+// fragment positions), so it needs no barrier. Layout per warp: [chunk][n-tile j][lane] x float4 (the
+// thread's e[j][0..3]), so each 16-byte access of a warp covers 512 contiguous bytes (no bank conflict).
+// Ring: the CTA's passes form one tile sequence; tile g is issued kStages - 1 steps before its
+// use, across pass boundaries (the V pass's first tiles land while the sum pass computes). At the top of
+// every step: wait for tile g, barrier, issue tile g + kStages - 1 into the stage that tile g - 1
+// left. A stage holds whichever matrix its tile is from.
+#pragma once
+#include <climits>
+#include <cstdint>
+#include <type_traits>
+
+#include "cuda/common/cu_seqlens_check.cuh"
+#include "cuda/fused_sm80/int8_tile.cuh"
+
+namespace qkv2ctx::fused_int8 {
+
+// 64-key tiles (short sequences, where shared memory allows 4 CTAs per SM): <= 128 registers for D <= 64.
+// 128-key tiles (long sequences: shared memory allows 2 CTAs of 4 warps per SM at most): up to 255, so
+// ptxas can keep more of a tile's independent exponentials in flight.
+template <int D, int kTileKeys>
+inline constexpr int kBufferedMinBlocks = kTileKeys == 64 && D <= 64 ? 4 : 2;
+
+// One chunk's exponentials into a warp's buffer slot (n-tile j at slot[32 j], the lane's offset included).
+// All buffer accesses are int4, so no type punning between stores and loads.
+__device__ __forceinline__ void store_exponentials(int4* slot, const float (&e)[4][4]) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+    slot[j * 32] = make_int4(__float_as_int(e[j][0]), __float_as_int(e[j][1]), __float_as_int(e[j][2]),
+                             __float_as_int(e[j][3]));
+}
+
+// K/V tile copies with the addressing done once: every layout's address is linear in the sequence
+// position (src/core/indexing.hpp), and with a CTA of 32 * warps threads (a multiple of D / 16) each
+// thread always copies the same 16-byte column c of rows r0, r0 + rstep, ... of a tile.
+template <int D, int kTileKeys>
+struct KvTileLoader {
+  const std::int8_t* base_k;  // position 0 of the thread's column of K
+  const std::int8_t* base_v;  // ... of V (two named pointers: an array indexed at run time goes to local memory)
+  std::int64_t step;           // bytes between consecutive sequence positions
+  int r0, rstep, c;
+
+  __device__ __forceinline__ KvTileLoader(const Int8Params& p, const CtaWork& w) {
+    constexpr int kChunks = Tile<D>::kChunks;
+    c = threadIdx.x % kChunks;
+    r0 = threadIdx.x / kChunks;
+    rstep = blockDim.x / kChunks;
+    base_k = p.qkv + qkv_offset(p.layout, w.row0, 1, w.head, c * 16, p.num_heads, D, p.num_tokens);
+    base_v = p.qkv + qkv_offset(p.layout, w.row0, 2, w.head, c * 16, p.num_heads, D, p.num_tokens);
+    step = qkv_offset(p.layout, w.row0 + w.row_step, 1, w.head, c * 16, p.num_heads, D, p.num_tokens) -
+           qkv_offset(p.layout, w.row0, 1, w.head, c * 16, p.num_heads, D, p.num_tokens);
+  }
+  // Positions first .. first + kTileKeys - 1 of K (v = 0) or V (v = 1) into a tile; positions at or past `keys` are
+  // zero-filled and not read.
+  __device__ __forceinline__ void issue(std::uint32_t tile, int v, int first, int keys) const {
+    const std::int8_t* b = v ? base_v : base_k;
+    for (int r = r0; r < kTileKeys; r += rstep) {
+      const bool ok = first + r < keys;
+      cuda::ptx::cp_async_16(tile + Tile<D>::offset(r, c), ok ? b + (first + r) * step : b, ok);
+    }
+  }
+};
+
+// pack_probabilities (int8_tile.cuh); kClamp = false skips the saturation at 127, which is exact when
+// scale_softmax <= 127.25: the row sum is >= each of its terms (FP32 addition of non-negative numbers
+// is monotonic), so p = fl(e * fl(1 / sum)) <= 1 + 2^-23 and p * scale_softmax < 127.5 rounds to <= 127.
+template <bool kClamp>
+__device__ __forceinline__ void pack_probabilities_fast(std::uint32_t (&pa)[4], const float (&e)[4][4], float inv0,
+                                                        float inv1, float ssm) {
+  if constexpr (kClamp) {
+    pack_probabilities(pa, e, inv0, inv1, ssm);
+  } else {
+    using cuda::ptx::pack_low_bytes;
+    auto byte = [&](float v, float inv) {
+      return cuda::ptx::rne_to_low_byte(__fmul_rn(__fmul_rn(v, inv), ssm));
+    };
+    pa[0] = pack_low_bytes(byte(e[0][0], inv0), byte(e[0][1], inv0), byte(e[1][0], inv0), byte(e[1][1], inv0));
+    pa[1] = pack_low_bytes(byte(e[0][2], inv1), byte(e[0][3], inv1), byte(e[1][2], inv1), byte(e[1][3], inv1));
+    pa[2] = pack_low_bytes(byte(e[2][0], inv0), byte(e[2][1], inv0), byte(e[3][0], inv0), byte(e[3][1], inv0));
+    pa[3] = pack_low_bytes(byte(e[2][2], inv1), byte(e[2][3], inv1), byte(e[3][2], inv1), byte(e[3][3], inv1));
+  }
+}
+
+// Valid keys of chunk c of a tile holding tile_keys keys, clamped to 0 .. 32: key_in_range compares an
+// unsigned lane expression with it, so a negative count would make every key look valid.
+__device__ __forceinline__ int chunk_valid_keys(int tile_keys, int c) {
+  return max(0, min(kChunkKeys, tile_keys - c * kChunkKeys));
+}
+
+// Exponentials of one chunk (chunk_exp); kMasked: keys at or past `valid` (0 .. 32) get 0,
+// else every key is valid and nothing is tested.
+template <bool kMasked>
+__device__ __forceinline__ void exponentials(const int (&acc)[4][4], float (&e)[4][4], const float (&shift)[2],
+                                             float scale_bmm1, int valid) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      e[j][i] = shifted_exp(acc[j][i], scale_bmm1, shift[i >> 1]);
+      if constexpr (kMasked) e[j][i] = key_in_range(j, i, valid) ? e[j][i] : 0.0f;
+    }
+}
+
+// Adds one chunk's exponentials to the row partial sums as a balanced tree (short dependency chains).
+// One fixed order for every pass, so a guarded repair recomputes unchanged rows' sums bit for bit.
+__device__ __forceinline__ void chunk_sum_tree(const float (&e)[4][4], float (&sum)[2]) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int i = 2 * r;
+    sum[r] += ((e[0][i] + e[0][i + 1]) + (e[1][i] + e[1][i + 1])) + ((e[2][i] + e[2][i + 1]) + (e[3][i] + e[3][i + 1]));
+  }
+}
+
+template <int D, int kTileKeys>
+__global__ void __launch_bounds__(kBufferedMaxThreads, kBufferedMinBlocks<D, kTileKeys>) int8_buffered_kernel(const Int8Params p) {
+  constexpr int kStages = buffered_stages(kTileKeys);
+  constexpr int kDG = Tile<D>::kDGroups;
+  constexpr int kChunksPerTile = kTileKeys / kChunkKeys;
+  extern __shared__ __align__(128) std::uint8_t smem[];
+  __shared__ CtaCounters counters;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  if (blockIdx.x == 0)
+    cuda::write_stats_block(p.stats, p.mask == MaskMode::varlen ? p.cu_seqlens : nullptr, p.batch,
+                            p.max_seqlen, p.num_tokens);
+  if (tid == 0) counters = CtaCounters{0u, 0u, 0u};
+
+  CtaWork w;
+  if (!resolve_cta_work(p, w)) {
+    write_counter_slot(p, CtaCounters{0u, 0u, 0u});
+    return;
+  }
+  if (w.keys == 0) {
+    store_zero_rows<D>(p, w);
+    write_counter_slot(p, CtaCounters{0u, 0u, 0u});
+    return;
+  }
+
+  const BufferedSmem L = buffered_smem(D, p.block_m, p.keys_capacity, kTileKeys);
+  const std::uint32_t q_s = smem_u32(smem + L.q), ring_s = smem_u32(smem + L.ring);
+  // This warp's exponentials: chunk c, n-tile j at e_buf[(c * 4 + j) * 32] (16 bytes per lane). Plain
+  // shared-memory pointers, so the compiler sees the accesses and schedules the loads freely.
+  int4* const e_buf = reinterpret_cast<int4*>(smem + L.ebuf) +
+                        warp * (p.keys_capacity / kChunkKeys) * (kEChunkBytes / 16) + lane;
+  const int rows = w.row_end - w.row_begin;
+  const int n_tiles = (w.keys + kTileKeys - 1) / kTileKeys;
+  const int row0 = warp * 16, gl = lane >> 2;
+  const bool active = row0 < rows;  // warps past the CTA's rows only help with loads and barriers
+  const bool valid_a = row0 + gl < rows, valid_b = row0 + gl + 8 < rows;
+  const bool quad_leader = (lane & 3) == 0;
+  const float s1 = p.scale_bmm1, ssm = p.scale_softmax;
+
+  // The CTA's tile sequence: its passes back to back, n_tiles tiles each; bit k of v_passes says pass k
+  // streams V (else K). Tile g goes to ring stage g % kStages, issued kStages - 1 steps
+  // ahead, across pass boundaries. One commit group per step (empty past the end), so
+  // cp.async.wait_group(kStages - 2) at step g means tile g has landed.
+  int v_passes = 0, n_passes = 0;
+  const KvTileLoader<D, kTileKeys> loader(p, w);
+  auto issue = [&](int g) {
+    if (g < n_passes * n_tiles) {
+      const int pass = g / n_tiles, first = (g - pass * n_tiles) * kTileKeys;
+      loader.issue(ring_s + (g % kStages) * kTileKeys * D, (v_passes >> pass) & 1, first, w.keys);
+    }
+    cuda::ptx::cp_async_commit();
+  };
+  auto start_sequence = [&](int passes, int v_mask) {
+    n_passes = passes;
+    v_passes = v_mask;
+#pragma unroll
+    for (int g = 0; g < kStages - 1; ++g) issue(g);
+  };
+  // One pass: body(tile address, chunk index in the sequence, key offset in the tile, valid keys of the
+  // chunk (may be <= 0 in the last tile), masked). A full tile's two chunks run as one straight-line
+  // block (masked = false_type: no key test, no branch between them), so the compiler interleaves one
+  // chunk's MMAs and loads with the other's exponentials; only the sequence's last, partial tile tests
+  // keys (masked = true_type). Chunks past the keys compute zeros, which P·V ignores.
+  auto run_pass = [&](int pass, auto&& body) {
+    for (int t = 0; t < n_tiles; ++t) {
+      const int g = pass * n_tiles + t;
+      cuda::ptx::cp_async_wait<kStages - 2>();
+      __syncthreads();  // tile g visible to all; every warp is done with tile g - 1, whose stage tile
+                        // g + kStages - 1 reuses
+      issue(g + kStages - 1);
+      if (active) {
+        const int tile_keys = w.keys - t * kTileKeys;
+        const std::uint32_t tile = ring_s + (g % kStages) * kTileKeys * D;
+        if (tile_keys >= kTileKeys) {
+#pragma unroll
+          for (int c = 0; c < kChunksPerTile; ++c)
+            body(tile, t * kChunksPerTile + c, c * kChunkKeys, kChunkKeys, std::false_type{});
+        } else {
+#pragma unroll
+          for (int c = 0; c < kChunksPerTile; ++c)
+            body(tile, t * kChunksPerTile + c, c * kChunkKeys, chunk_valid_keys(tile_keys, c), std::true_type{});
+        }
+      }
+    }
+  };
+
+  // Q rides with the first tile's commit group.
+  load_rows_async<D>(q_s, p, w, 0, w.row_begin, (rows + 15) & ~15, rows);
+  const bool use_row_max = p.bound == BoundMode::row_max;
+  start_sequence(2, 0b10);  // K (exponentials, or row_max's logits), then V
+  cuda::ptx::cp_async_wait<kStages - 2>();
+  __syncthreads();
+  std::uint32_t qa[D / 32][4];
+  if (active) load_q_fragments<D>(qa, q_s, row0);  // before the first pass barrier: then the region is free
+
+  // Integer row maxima over all keys (row_max, and guarded's repair).
+  auto max_pass = [&](int pass, int (&m)[2]) {
+    m[0] = m[1] = INT_MIN;
+    run_pass(pass, [&](std::uint32_t k_tile, int, int key0, int valid, auto masked) {
+      int a[4][4];
+      qk_chunk<D>(a, qa, k_tile, key0);
+      if constexpr (decltype(masked)::value) mask_chunk_acc(a, valid);
+      chunk_row_max(a, m);
+    });
+    m[0] = quad_max(m[0]);
+    m[1] = quad_max(m[1]);
+  };
+  auto sum_pass = [&](int pass, const float (&shift)[2], float (&sum)[2]) {
+    sum[0] = sum[1] = 0.0f;
+    run_pass(pass, [&](std::uint32_t k_tile, int chunk, int key0, int valid, auto masked) {
+      int a[4][4];
+      float e[4][4];
+      qk_chunk<D>(a, qa, k_tile, key0);
+      exponentials<decltype(masked)::value>(a, e, shift, s1, valid);
+      chunk_sum_tree(e, sum);
+      store_exponentials(e_buf + chunk * 128, e);
+    });
+    sum[0] = quad_sum(sum[0]);
+    sum[1] = quad_sum(sum[1]);
+  };
+
+  float shift[2] = {p.fixed_bound, p.fixed_bound};
+  float sum[2];
+  int out_pass = 1;
+  if (use_row_max) {
+    // One pass over K stores the integer accumulators in the buffer and takes the row maxima; then each
+    // thread turns its own accumulators into exponentials in place (no K pass, no barrier), in the same
+    // chunk order as sum_pass, so the sums are bit-identical to it.
+    int m[2] = {INT_MIN, INT_MIN};
+    run_pass(0, [&](std::uint32_t k_tile, int chunk, int key0, int valid, auto masked) {
+      int a[4][4];
+      qk_chunk<D>(a, qa, k_tile, key0);
+      if constexpr (decltype(masked)::value) mask_chunk_acc(a, valid);
+      chunk_row_max(a, m);
+      int4* const dst = e_buf + chunk * 128;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) dst[j * 32] = make_int4(a[j][0], a[j][1], a[j][2], a[j][3]);
+    });
+    shift[0] = row_max_shift(quad_max(m[0]), s1);
+    shift[1] = row_max_shift(quad_max(m[1]), s1);
+    sum[0] = sum[1] = 0.0f;
+    if (active) {
+      // Every chunk the K pass wrote (2 per tile; the last tile's may lie past the keys: masked to 0).
+      auto convert = [&](int chunk, int valid, auto masked) {
+        int a[4][4];
+        float e[4][4];
+        int4* const slot = e_buf + chunk * 128;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int4 v = slot[j * 32];
+          a[j][0] = v.x;
+          a[j][1] = v.y;
+          a[j][2] = v.z;
+          a[j][3] = v.w;
+        }
+        exponentials<decltype(masked)::value>(a, e, shift, s1, valid);
+        chunk_sum_tree(e, sum);
+        store_exponentials(slot, e);
+      };
+      const int full_tiles = w.keys / kTileKeys;
+      for (int t = 0; t < full_tiles; ++t) {
+#pragma unroll
+        for (int c = 0; c < kChunksPerTile; ++c) convert(t * kChunksPerTile + c, kChunkKeys, std::false_type{});
+      }
+      if (full_tiles < n_tiles) {
+        const int tile_keys = w.keys - full_tiles * kTileKeys;
+#pragma unroll
+        for (int c = 0; c < kChunksPerTile; ++c)
+          convert(full_tiles * kChunksPerTile + c, chunk_valid_keys(tile_keys, c), std::true_type{});
+      }
+    }
+    sum[0] = quad_sum(sum[0]);
+    sum[1] = quad_sum(sum[1]);
+  } else {
+    sum_pass(0, shift, sum);
+  }
+
+  bool zero_a = false, zero_b = false;
+  if (!use_row_max) {
+    const RowOutcome oa = active && valid_a ? fixed_bound_outcome(sum[0]) : RowOutcome{false, false};
+    const RowOutcome ob = active && valid_b ? fixed_bound_outcome(sum[1]) : RowOutcome{false, false};
+    const bool fail_a = oa.underflow || oa.overflow, fail_b = ob.underflow || ob.overflow;
+    count_rows(&counters.underflow, quad_leader && oa.underflow);
+    count_rows(&counters.underflow, quad_leader && ob.underflow);
+    count_rows(&counters.overflow, quad_leader && oa.overflow);
+    count_rows(&counters.overflow, quad_leader && ob.overflow);
+    if (p.bound == BoundMode::fixed_bound) {
+      zero_a = oa.overflow;  // the reference's row is zero (see int8_resident.cuh)
+      zero_b = ob.overflow;
+    } else {
+      count_rows(&counters.repaired, quad_leader && fail_a);
+      count_rows(&counters.repaired, quad_leader && fail_b);
+      if (__syncthreads_or(fail_a || fail_b)) {  // rare: the whole CTA takes two more passes over K
+        // Drop the V tiles already in flight: let them land, then restart the ring on [max K, sum K,
+        // out V] (no warp reads the ring after the barrier).
+        cuda::ptx::cp_async_wait<0>();
+        __syncthreads();
+        start_sequence(3, 0b100);
+        int m[2];
+        max_pass(0, m);
+        if (fail_a) shift[0] = row_max_shift(m[0], s1);
+        if (fail_b) shift[1] = row_max_shift(m[1], s1);
+        sum_pass(1, shift, sum);  // unchanged rows store bit-identical exponentials and sums
+        out_pass = 2;
+      }
+    }
+  }
+
+  const float inv_a = int8_math::inverse_row_sum(sum[0]), inv_b = int8_math::inverse_row_sum(sum[1]);
+  int acc2[kDG][2][4];
+#pragma unroll
+  for (int h = 0; h < kDG; ++h)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc2[h][0][i] = acc2[h][1][i] = 0;
+  auto out_body = [&](auto clamp) {
+    return [&](std::uint32_t v_tile, int chunk, int key0, int, auto) {
+      float e[4][4];
+      const int4* const src = e_buf + chunk * 128;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int4 v = src[j * 32];
+        e[j][0] = __int_as_float(v.x);
+        e[j][1] = __int_as_float(v.y);
+        e[j][2] = __int_as_float(v.z);
+        e[j][3] = __int_as_float(v.w);
+      }
+      std::uint32_t pa[4];
+      pack_probabilities_fast<decltype(clamp)::value>(pa, e, inv_a, inv_b, ssm);
+      pv_chunk<D>(acc2, pa, [&](int h) { return v_fragment_from_rows<D>(v_tile, key0, h); });
+    };
+  };
+  if (ssm <= 127.25f) run_pass(out_pass, out_body(std::false_type{}));
+  else run_pass(out_pass, out_body(std::true_type{}));
+
+  if (active) {
+#pragma unroll
+    for (int h = 0; h < kDG; ++h)
+      store_output_group<D>(p, w, h, acc2[h][0], acc2[h][1], row0 + gl, valid_a, zero_a, valid_b, zero_b);
+  }
+  if (p.slots != nullptr) {
+    __syncthreads();
+    write_counter_slot(p, counters);
+  }
+}
+
+}  // namespace qkv2ctx::fused_int8
