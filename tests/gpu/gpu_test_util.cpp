@@ -188,13 +188,19 @@ double Comparison::lsb_mismatch_rate() const {
   return total ? static_cast<double>(total - lsb_histogram[0]) / static_cast<double>(total) : 0.0;
 }
 
+double Comparison::rate_over_1_lsb() const {
+  const std::int64_t total = lsb_histogram[0] + lsb_histogram[1] + lsb_histogram[2] + lsb_histogram[3];
+  return total ? static_cast<double>(lsb_histogram[2] + lsb_histogram[3]) / static_cast<double>(total) : 0.0;
+}
+
 std::string Comparison::summary() const {
   std::ostringstream os;
   os << label << ": " << compared << " outputs";
   if (lsb_histogram[0] + lsb_histogram[1] + lsb_histogram[2] + lsb_histogram[3] > 0) {
     os << ", |gpu-ref| LSB histogram {0: " << lsb_histogram[0] << ", 1: " << lsb_histogram[1]
        << ", 2: " << lsb_histogram[2] << ", >2: " << lsb_histogram[3] << "}, mismatch rate "
-       << lsb_mismatch_rate() * 100.0 << "%, rows underflow/overflow/repaired gpu "
+       << lsb_mismatch_rate() * 100.0 << "% (> 1 LSB: " << rate_over_1_lsb() * 100.0
+       << "%), rows underflow/overflow/repaired gpu "
        << gpu_stats.fixed_bound_underflow_rows << "/" << gpu_stats.fixed_bound_overflow_rows << "/"
        << gpu_stats.repaired_rows << " ref " << ref_stats.fixed_bound_underflow_rows << "/"
        << ref_stats.fixed_bound_overflow_rows << "/" << ref_stats.repaired_rows;
@@ -302,10 +308,14 @@ double float_tolerance(const AttentionDesc& desc, const ProblemSpec& spec) {
   }
 }
 
-// INT8 criteria: the reference emulates the kernels' steps exactly, but exp differs by ~1 ulp
-// (ex2.approx vs exact exp2) and the FP32 row sums are added in another order, so a probability
-// RNE(127 p) can land on the other side of a .5 boundary; one such flip moves an output by
-// |v| * scale_bmm2, about 1 LSB for these scales.
+// INT8 criteria (the issues' bar: within 1 LSB on >= 99.9% of elements, never more than 2 LSB):
+// the reference emulates the kernels' steps exactly, but exp differs by ~1 ulp (ex2.approx vs exact
+// exp2) and the FP32 row sums are added in another order, so a probability RNE(127 p) can land on
+// the other side of a .5 boundary (a few per million probabilities). One such flip moves every
+// output of its row by |v| * scale_bmm2: up to 2 LSB for scale_bmm2 = 1/64 (the tests' benign
+// setting). A row of S keys flips with probability ~ S * 4e-6, so at S ~ 500 about 0.1% of the rows
+// (and most of their outputs, by 1 or 2 LSB) differ: the 1-LSB share is reported, the bar counts
+// the outputs more than 1 LSB off.
 void expect_matches_reference(const AttentionDesc& desc, const ProblemSpec& spec, const PlanOptions& backend) {
   const Comparison c = compare_with_reference(desc, spec, backend, fresh_seed());
   std::cout << "  " << c.summary() << std::endl;
@@ -314,7 +324,7 @@ void expect_matches_reference(const AttentionDesc& desc, const ProblemSpec& spec
   EXPECT_EQ(c.nonfinite, 0) << c.label;
   if (desc.dtype == DType::int8) {
     EXPECT_EQ(c.lsb_histogram[3], 0) << "outputs more than 2 LSB off: " << c.summary();
-    EXPECT_LE(c.lsb_mismatch_rate(), 0.001) << "more than 0.1% of outputs off by 1 LSB or more: " << c.summary();
+    EXPECT_LE(c.rate_over_1_lsb(), 0.001) << "more than 0.1% of outputs more than 1 LSB off: " << c.summary();
     EXPECT_EQ(c.gpu_stats.fixed_bound_underflow_rows, c.ref_stats.fixed_bound_underflow_rows) << c.summary();
     EXPECT_EQ(c.gpu_stats.fixed_bound_overflow_rows, c.ref_stats.fixed_bound_overflow_rows) << c.summary();
     EXPECT_EQ(c.gpu_stats.repaired_rows, c.ref_stats.repaired_rows) << c.summary();

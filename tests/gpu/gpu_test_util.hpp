@@ -90,7 +90,8 @@ struct Comparison {
   std::array<std::int64_t, 4> lsb_histogram{};  // int8: |gpu - ref| = 0, 1, 2, > 2
   RunStats gpu_stats, ref_stats;
 
-  double lsb_mismatch_rate() const;  // int8: fraction with |gpu - ref| >= 1
+  double lsb_mismatch_rate() const;  // int8: fraction with |gpu - ref| >= 1 (reported)
+  double rate_over_1_lsb() const;    // int8: fraction with |gpu - ref| >= 2 (the 0.1% bar)
   std::string summary() const;
 };
 
