@@ -20,7 +20,6 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "cuda/common/cu_seqlens_check.cuh"
 #include "cuda/fused_sm80/int8_tile.cuh"
 
 namespace qkv2ctx::fused_int8 {
@@ -130,21 +129,8 @@ __global__ void __launch_bounds__(kBufferedMaxThreads, kBufferedMinBlocks<D, kTi
   __shared__ CtaCounters counters;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  if (blockIdx.x == 0)
-    cuda::write_stats_block(p.stats, p.mask == MaskMode::varlen ? p.cu_seqlens : nullptr, p.batch,
-                            p.max_seqlen, p.num_tokens);
-  if (tid == 0) counters = CtaCounters{0u, 0u, 0u};
-
   CtaWork w;
-  if (!resolve_cta_work(p, w)) {
-    write_counter_slot(p, CtaCounters{0u, 0u, 0u});
-    return;
-  }
-  if (w.keys == 0) {
-    store_zero_rows<D>(p, w);
-    write_counter_slot(p, CtaCounters{0u, 0u, 0u});
-    return;
-  }
+  if (!begin_int8_cta<D>(p, counters, w)) return;
 
   const BufferedSmem L = buffered_smem(D, p.block_m, p.keys_capacity, kTileKeys);
   const std::uint32_t q_s = smem_u32(smem + L.q), ring_s = smem_u32(smem + L.ring);

@@ -15,7 +15,6 @@
 #include <climits>
 #include <cstdint>
 
-#include "cuda/common/cu_seqlens_check.cuh"
 #include "cuda/fused_sm80/int8_tile.cuh"
 
 namespace qkv2ctx::fused_int8 {
@@ -31,21 +30,8 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamingMinBlocks<D>) int8_s
   __shared__ CtaCounters counters;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  if (blockIdx.x == 0)
-    cuda::write_stats_block(p.stats, p.mask == MaskMode::varlen ? p.cu_seqlens : nullptr, p.batch,
-                            p.max_seqlen, p.num_tokens);
-  if (tid == 0) counters = CtaCounters{0u, 0u, 0u};
-
   CtaWork w;
-  if (!resolve_cta_work(p, w)) {
-    write_counter_slot(p, CtaCounters{0u, 0u, 0u});
-    return;
-  }
-  if (w.keys == 0) {
-    store_zero_rows<D>(p, w);
-    write_counter_slot(p, CtaCounters{0u, 0u, 0u});
-    return;
-  }
+  if (!begin_int8_cta<D>(p, counters, w)) return;
 
   const std::uint32_t q_s = smem_u32(smem);
   const std::uint32_t k_s0 = q_s + kStreamBlockM * D, v_s0 = k_s0 + 2 * kTileBytes;

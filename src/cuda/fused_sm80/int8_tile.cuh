@@ -17,6 +17,7 @@
 
 #include "core/backend.hpp"
 #include "core/indexing.hpp"
+#include "cuda/common/cu_seqlens_check.cuh"
 #include "cuda/common/int8_device.cuh"
 #include "cuda/common/ptx.cuh"
 #include "cuda/common/ptx_int8.cuh"
@@ -348,6 +349,28 @@ __device__ __forceinline__ void store_zero_rows(const Int8Params& p, const CtaWo
     *reinterpret_cast<uint4*>(p.out + out_offset(p.layout, t, w.head, 16 * c, p.num_heads, D, p.num_tokens)) =
         make_uint4(0, 0, 0, 0);
   }
+}
+
+// The prologue of every INT8 schedule: CTA 0 rewrites the StatsBlock (checking cu_seqlens in
+// varlen mode), the CTA's shared counters are cleared, and its work is resolved. Returns false when
+// the CTA has nothing left to compute: an unused slot, or a sequence with no valid key, whose rows it
+// has zeroed (never counted as a bound failure). Its counter slot is written in both cases.
+template <int D>
+__device__ __forceinline__ bool begin_int8_cta(const Int8Params& p, CtaCounters& counters, CtaWork& w) {
+  if (blockIdx.x == 0)
+    cuda::write_stats_block(p.stats, p.mask == MaskMode::varlen ? p.cu_seqlens : nullptr, p.batch,
+                            p.max_seqlen, p.num_tokens);
+  if (threadIdx.x == 0) counters = CtaCounters{0u, 0u, 0u};
+  if (!resolve_cta_work(p, w)) {
+    write_counter_slot(p, CtaCounters{0u, 0u, 0u});
+    return false;
+  }
+  if (w.keys == 0) {
+    store_zero_rows<D>(p, w);
+    write_counter_slot(p, CtaCounters{0u, 0u, 0u});
+    return false;
+  }
+  return true;
 }
 
 }  // namespace qkv2ctx::fused_int8
