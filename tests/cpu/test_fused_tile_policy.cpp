@@ -33,6 +33,8 @@ TEST(FusedTilePolicy, ConfigsAreConsistent) {
       // (min_blocks_per_sm) is not undone by shared memory.
       EXPECT_LE(smem_bytes(c, d, c.kv_stages), kSm80SmemOptin);
       EXPECT_LE(c.min_blocks_per_sm * (smem_bytes(c, d, c.kv_stages) + 1024), kH100SmemPerSm);
+      // The persistent schedule's second Q buffer keeps the same occupancy.
+      if (c.persistent) EXPECT_TRUE(persistent_fits(c, d));
       // Padded rows: an odd number of 16-byte chunks per row keeps ldmatrix conflict-free.
       EXPECT_EQ((smem_row_elems(d) * 2 / 16) % 2, 1);
     }
@@ -43,6 +45,12 @@ TEST(FusedTilePolicy, ConfigsAreConsistent) {
   EXPECT_EQ(tile_config(TileShape::m64, 128).block_n, 32);
   EXPECT_TRUE(tile_config(TileShape::m128, 64).q_in_registers);
   EXPECT_EQ(smem_bytes(tile_config(TileShape::m128, 64), 64, 2), (128 + 4 * 64) * 72 * 2);
+  EXPECT_EQ(smem_bytes(tile_config(TileShape::m128, 64), 64, 2, 2), (256 + 4 * 64) * 72 * 2);
+  // The benchmark configurations run persistent; D = 96 at BM = 64 would not fit 3 CTAs per SM.
+  EXPECT_TRUE(tile_config(TileShape::m128, 64).persistent);
+  EXPECT_TRUE(tile_config(TileShape::m64, 64).persistent);
+  EXPECT_FALSE(tile_config(TileShape::m128, 128).persistent);
+  EXPECT_FALSE(persistent_fits(tile_config(TileShape::m64, 96), 96));
 }
 
 TEST(FusedTilePolicy, StagesFollowTheKeyCount) {
@@ -84,6 +92,48 @@ TEST(FusedTilePolicy, VarlenSlotsCoverEverySequence) {
     }
     EXPECT_LE(cu[B] / bm + B, varlen_tile_slots(bm, cu[B], B));
     EXPECT_EQ(varlen_tile_slots(bm, 1000, B), 1000 / bm + B);
+  }
+}
+
+// The longest-first varlen order (host reference of the device mapping): every query tile of every
+// sequence exactly once, inside the grid's slots, with the cost classes non-increasing.
+TEST(FusedTilePolicy, LongestFirstCoversEveryTileOnceLongestFirst) {
+  EXPECT_TRUE(varlen_longest_first(1));
+  EXPECT_TRUE(varlen_longest_first(kLongestFirstMaxBatch));
+  EXPECT_FALSE(varlen_longest_first(kLongestFirstMaxBatch + 1));
+  const int lens[] = {106, 0, 384, 1, 128, 129, 255, 257, 64, 383, 0, 200};
+  const int B = static_cast<int>(sizeof(lens) / sizeof(lens[0]));
+  int total = 0;
+  for (int l : lens) total += l;
+  for (int bm : {64, 128}) {
+    SCOPED_TRACE("BM=" + std::to_string(bm));
+    int seen[B][8] = {};
+    int prev_class = 1 << 30, tiles = 0;
+    const std::int64_t slots = varlen_tile_slots(bm, total, B);
+    for (std::int64_t slot = 0; slot < slots; ++slot) {
+      int b = -1, m = -1;
+      if (!longest_first_tile(lens, B, bm, 384, slot, b, m)) {
+        EXPECT_GE(slot, tiles);  // only the surplus slots at the end are empty
+        continue;
+      }
+      ASSERT_GE(b, 0);
+      ASSERT_LT(b, B);
+      ASSERT_GE(m, 0);
+      ASSERT_LT(m * bm, lens[b]);
+      ++seen[b][m];
+      ++tiles;
+      const int cls = longest_first_class(lens[b]);
+      EXPECT_LE(cls, prev_class);
+      prev_class = cls;
+    }
+    for (int b = 0; b < B; ++b)
+      for (int m = 0; m < (lens[b] + bm - 1) / bm; ++m) EXPECT_EQ(seen[b][m], 1) << "b=" << b << " m=" << m;
+    // The first tiles are those of the longest sequence (384 keys), the last those of the shortest.
+    int b = -1, m = -1;
+    ASSERT_TRUE(longest_first_tile(lens, B, bm, 384, 0, b, m));
+    EXPECT_EQ(b, 2);
+    ASSERT_TRUE(longest_first_tile(lens, B, bm, 384, tiles - 1, b, m));
+    EXPECT_LE(lens[b], kLongestFirstClassKeys);
   }
 }
 

@@ -105,7 +105,8 @@ TEST(FusedPolicy, DefaultTileChoice) {
 
 // Varlen scheduling edge cases: more sequences than tokens (mostly empty), max_seqlen = 1, every
 // sequence empty, one sequence much shorter than max_seqlen, many sequences (several search rounds:
-// 32-way search over 1500 sequences), and rows after cu_seqlens[B] that must stay untouched.
+// 32-way search over 1500 sequences), the longest-first schedule at and past its batch limit, and rows
+// after cu_seqlens[B] that must stay untouched.
 TEST(FusedVarlen, Scheduling) {
   QKV2CTX_REQUIRE_GPU();
   for (const char* tile : {"m64", "m128"}) {
@@ -142,7 +143,74 @@ TEST(FusedVarlen, Scheduling) {
 
     p = random_problem(MaskMode::varlen, 1500, 40, fresh_seed());
     expect_matches_reference(make_desc(DType::fp16, 1, 32, Layout::hf, MaskMode::varlen), p, kFused);
+
+    // The longest-first schedule at its batch limit (lane 31's last sequence) and the sequence-ordered
+    // one just past it, ragged over several tile classes (1-3 tiles of 128 rows), 2 heads.
+    for (int batch : {fused_sm80::kLongestFirstMaxBatch, fused_sm80::kLongestFirstMaxBatch + 1, 33}) {
+      p = random_problem(MaskMode::varlen, batch, 300, fresh_seed());
+      expect_matches_reference(make_desc(DType::bf16, 2, 64, Layout::trt, MaskMode::varlen), p, kFused);
+    }
   }
+}
+
+// Sets QKV2CTX_FUSED_PERSISTENT for the plans made in its scope.
+class ForcedPersistent {
+ public:
+  explicit ForcedPersistent(const char* v) { ::setenv("QKV2CTX_FUSED_PERSISTENT", v, 1); }
+  ~ForcedPersistent() { ::unsetenv("QKV2CTX_FUSED_PERSISTENT"); }
+  ForcedPersistent(const ForcedPersistent&) = delete;
+  ForcedPersistent& operator=(const ForcedPersistent&) = delete;
+};
+
+// The persistent schedule with several items per CTA (more query tiles x heads than the 2-3 resident
+// CTAs per SM of a 132-SM H100 hold): one-tile items (keys <= BN: the next item's prologue issued at
+// j = 0), multi-tile items, items of sequences without keys (lengths mode, len 0: zeros written on the
+// way), ragged varlen items in longest-first order, for both shapes of each persistent configuration;
+// then the same problem with the schedule turned off.
+TEST(FusedPersistent, ManyItemsPerCta) {
+  QKV2CTX_REQUIRE_GPU();
+  for (const char* tile : {"m64", "m128"}) {
+    ForcedTile forced(tile);
+    for (MaskMode mask : {MaskMode::none, MaskMode::lengths, MaskMode::varlen}) {
+      expect_matches_reference(make_desc(DType::fp16, 16, 64, Layout::hf, mask),
+                               random_problem(mask, 40, 65, fresh_seed()), kFused);
+      expect_matches_reference(make_desc(DType::fp16, 8, 64, Layout::trt, mask),
+                               random_problem(mask, 90, 60, fresh_seed()), kFused);
+      expect_matches_reference(make_desc(DType::bf16, 16, 128, Layout::trt, mask),
+                               random_problem(mask, 14, 130, fresh_seed()), kFused);
+    }
+  }
+  ForcedPersistent off("0");
+  expect_matches_reference(make_desc(DType::fp16, 16, 64, Layout::hf, MaskMode::varlen),
+                           random_problem(MaskMode::varlen, 40, 200, fresh_seed()), kFused);
+  ForcedPersistent bad("yes");
+  try {
+    (void)make_plan(make_desc(DType::fp16, 1, 64, Layout::trt, MaskMode::none), kFused);
+    ADD_FAILURE() << "QKV2CTX_FUSED_PERSISTENT=yes accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("QKV2CTX_FUSED_PERSISTENT = 'yes'"), std::string::npos) << e.what();
+  }
+}
+
+// The persistent schedule on a 3-CTA grid (QKV2CTX_FUSED_MAX_CTAS): every CTA walks many items of
+// every kind (one-tile, multi-tile, zero-key, varlen longest-first), small enough for compute-sanitizer
+// (bench/device.sh runs *Sanitizer*: racecheck covers the Q double buffer and the K/V stream across
+// items).
+TEST(FusedSanitizer, PersistentFewCtas) {
+  QKV2CTX_REQUIRE_GPU();
+  ::setenv("QKV2CTX_FUSED_MAX_CTAS", "3", 1);
+  for (const char* tile : {"m64", "m128"}) {
+    ForcedTile forced(tile);
+    for (MaskMode mask : {MaskMode::none, MaskMode::lengths, MaskMode::varlen}) {
+      expect_matches_reference(make_desc(DType::fp16, 2, 64, Layout::trt, mask),
+                               random_problem(mask, 7, 200, fresh_seed()), kFused);
+      expect_matches_reference(make_desc(DType::bf16, 3, 64, Layout::hf, mask),
+                               random_problem(mask, 9, 60, fresh_seed()), kFused);
+    }
+  }
+  ::setenv("QKV2CTX_FUSED_MAX_CTAS", "0", 1);
+  EXPECT_THROW((void)make_plan(make_desc(DType::fp16, 1, 64, Layout::trt, MaskMode::none), kFused), Error);
+  ::unsetenv("QKV2CTX_FUSED_MAX_CTAS");
 }
 
 // lengths mode: len = 0 everywhere (all-zero context), len > S (clamped to S), negative len (zeros).
@@ -234,6 +302,10 @@ TEST(FusedBackend, DescribeAndDispatch) {
   EXPECT_NE(s.find("BF16"), std::string::npos) << s;
   EXPECT_NE(s.find("BM=128"), std::string::npos) << s;
   EXPECT_NE(s.find("BM=64"), std::string::npos) << s;
+  EXPECT_NE(s.find("one query tile per CTA"), std::string::npos) << s;  // D = 128
+  const std::string s64 = make_plan(make_desc(DType::fp16, 12, 64, Layout::trt, MaskMode::varlen), kFused).describe();
+  EXPECT_NE(s64.find("persistent"), std::string::npos) << s64;
+  EXPECT_NE(s64.find("longest-first"), std::string::npos) << s64;
   ForcedTile bad("m256");
   EXPECT_THROW((void)make_plan(make_desc(DType::fp16, 1, 64, Layout::trt, MaskMode::none), kFused), Error);
 }

@@ -24,7 +24,8 @@
 namespace qkv2ctx {
 namespace fused_sm80 {
 
-FusedLaunch plan_fused_launch(const RunParams& run, int num_sms, std::optional<TileShape> forced) {
+FusedLaunch plan_fused_launch(const RunParams& run, int num_sms, std::optional<TileShape> forced,
+                              bool allow_persistent, int max_ctas) {
   const AttentionDesc& d = *run.desc;
   FusedLaunch l;
   l.dtype = d.dtype;
@@ -47,6 +48,13 @@ FusedLaunch plan_fused_launch(const RunParams& run, int num_sms, std::optional<T
   p.tile_slots = d.mask == MaskMode::varlen ? varlen_tile_slots(cfg.block_m, run.num_tokens, run.batch)
                                             : (run.max_seqlen + cfg.block_m - 1) / cfg.block_m;
   p.kv_stages = kv_stages_for(cfg, run.max_seqlen);
+  p.num_sms = num_sms;
+  p.max_ctas = max_ctas;
+  p.persistent = allow_persistent && cfg.persistent && persistent_fits(cfg, d.head_size);
+  if (p.persistent) {
+    p.q_buffers = 2;
+    p.kv_stages = 2;  // the K/V stream alternates stages across items
+  }
   // exp(x * scale) = 2^(x * scale * log2(e)): one FFMA and one MUFU.EX2 per score.
   p.scale_log2 = static_cast<float>(std::log2(std::exp(1.0)) / std::sqrt(static_cast<double>(d.effective_scale_head_size())));
   return l;
@@ -70,6 +78,7 @@ namespace cuda {
 namespace {
 
 constexpr int kMinSm = 80;  // cp.async, ldmatrix, bf16 mma.sync
+constexpr int kPersistentMinSm = 90;  // must match kPersistentArch in fused_kernel.cuh
 
 std::string supported_head_sizes() {
   std::string s;
@@ -99,10 +108,48 @@ std::optional<fused_sm80::TileShape> forced_tile_from_env() {
               "QKV2CTX_FUSED_TILE = '" + s + "' is not allowed: use m64, m128 or leave it unset");
 }
 
+// QKV2CTX_FUSED_PERSISTENT=0 turns the persistent schedule off (one query tile per CTA) for plans made
+// while it is set; 1 or unset keeps the default (persistent where persistent_fits()).
+bool persistent_from_env() {
+  const char* v = std::getenv("QKV2CTX_FUSED_PERSISTENT");
+  if (v == nullptr || *v == '\0') return true;
+  const std::string s(v);
+  if (s == "0") return false;
+  if (s == "1") return true;
+  throw Error(ErrorCode::invalid_argument,
+              "QKV2CTX_FUSED_PERSISTENT = '" + s + "' is not allowed: use 0, 1 or leave it unset");
+}
+
+// QKV2CTX_FUSED_MAX_CTAS=N caps the persistent grid at N CTAs (tests: many items per CTA on problems
+// small enough for compute-sanitizer). Unset or empty: no cap.
+int max_ctas_from_env() {
+  const char* v = std::getenv("QKV2CTX_FUSED_MAX_CTAS");
+  if (v == nullptr || *v == '\0') return 0;
+  const std::string s(v);
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  if (*end != '\0' || n < 1 || n > 1000000)
+    throw Error(ErrorCode::invalid_argument,
+                "QKV2CTX_FUSED_MAX_CTAS = '" + s + "' is not allowed: a CTA count in [1, 1000000] or unset");
+  return static_cast<int>(n);
+}
+
+std::string describe_schedule(fused_sm80::TileShape shape, int head_size, bool allow_persistent) {
+  const fused_sm80::TileConfig c = fused_sm80::tile_config(shape, head_size);
+  const bool on = allow_persistent && c.persistent && fused_sm80::persistent_fits(c, head_size);
+  return on ? "persistent (resident CTAs walk the query tiles in snake order; the next tile's Q/K0/V0/K1 "
+              "load under the current one's last K/V tile; 2 Q buffers)"
+            : "one query tile per CTA";
+}
+
 class FusedBackend final : public BackendImpl {
  public:
   FusedBackend(const AttentionDesc& desc, const DeviceCaps& caps)
-      : desc_(desc), caps_(caps), forced_tile_(forced_tile_from_env()) {}
+      : desc_(desc),
+        caps_(caps),
+        forced_tile_(forced_tile_from_env()),
+        persistent_(persistent_from_env()),
+        max_ctas_(max_ctas_from_env()) {}
 
   Backend kind() const override { return Backend::cuda_fused; }
   MemSpace memory_space() const override { return MemSpace::cuda; }
@@ -112,13 +159,21 @@ class FusedBackend final : public BackendImpl {
     if (forced_tile_)
       return std::string("fused_sm80 flash attention, ") + (desc_.dtype == DType::bf16 ? "BF16" : "FP16") +
              " mma.sync m16n8k16, D=" + std::to_string(desc_.head_size) + ", tile forced by QKV2CTX_FUSED_TILE: " +
-             describe_tile(*forced_tile_, desc_.head_size);
+             describe_tile(*forced_tile_, desc_.head_size) + ", " +
+             describe_schedule(*forced_tile_, desc_.head_size, persistent_on());
     return std::string("fused_sm80 flash attention, ") + (desc_.dtype == DType::bf16 ? "BF16" : "FP16") +
            " mma.sync m16n8k16 with FP32 accumulation, online softmax (exp2), P rounded to " +
            (desc_.dtype == DType::bf16 ? "BF16" : "FP16") + " in registers, D=" +
            std::to_string(desc_.head_size) + "; per run: S <= 64 or fewer than " +
-           "4 CTAs per SM at BM=128 -> " + describe_tile(TileShape::m64, desc_.head_size) + "; otherwise " +
-           describe_tile(TileShape::m128, desc_.head_size) + "; device " + std::to_string(caps_.device) +
+           "4 CTAs per SM at BM=128 -> " + describe_tile(TileShape::m64, desc_.head_size) + ", " +
+           describe_schedule(TileShape::m64, desc_.head_size, persistent_on()) + "; otherwise " +
+           describe_tile(TileShape::m128, desc_.head_size) + ", " +
+           describe_schedule(TileShape::m128, desc_.head_size, persistent_on()) +
+           (desc_.mask == MaskMode::varlen
+                ? "; varlen tile order: longest-first (sequences by query-tile count, slot-major over the "
+                  "heads) for B <= " + std::to_string(fused_sm80::kLongestFirstMaxBatch) + ", else sequence order"
+                : std::string()) +
+           "; device " + std::to_string(caps_.device) +
            " " + caps_.name + " sm_" + std::to_string(caps_.sm) + ", " + std::to_string(caps_.num_sms) + " SMs";
   }
 
@@ -128,7 +183,7 @@ class FusedBackend final : public BackendImpl {
     ScopedDevice on(caps_.device);
     check_alignment("qkv", p.qkv);
     check_alignment("out", p.out);
-    const fused_sm80::FusedLaunch launch = fused_sm80::plan_fused_launch(p, caps_.num_sms, forced_tile_);
+    const fused_sm80::FusedLaunch launch = fused_sm80::plan_fused_launch(p, caps_.num_sms, forced_tile_, persistent_on(), max_ctas_);
     fused_sm80::launch_fused(launch, static_cast<cudaStream_t>(p.stream));
   }
 
@@ -140,7 +195,12 @@ class FusedBackend final : public BackendImpl {
  private:
   AttentionDesc desc_;
   DeviceCaps caps_;
+  // The persistent schedule is compiled for sm_90+ only (fused_kernel.cuh, kPersistentArch).
+  bool persistent_on() const { return persistent_ && caps_.sm >= kPersistentMinSm; }
+
   std::optional<fused_sm80::TileShape> forced_tile_;
+  bool persistent_;
+  int max_ctas_;
 };
 
 }  // namespace
@@ -153,6 +213,11 @@ std::unique_ptr<BackendImpl> make_cuda_fused_backend(const AttentionDesc& desc, 
     case DType::bf16:
       break;
     case DType::int8:
+      if (desc.probs == ProbsMode::max_relative) {
+        *why_not = "probs max_relative has no fused kernel yet (its one-pass streaming form is a later "
+                   "step); backends cuda-unfused and cpu run it";
+        return nullptr;
+      }
       return make_fused_int8_backend(desc, cuda::query_device(device), why_not);
     case DType::fp32:
       *why_not = "dtype fp32 has no fused kernel (the fused family is FP16/BF16 on tensor cores); backend "

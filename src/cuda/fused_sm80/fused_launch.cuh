@@ -19,12 +19,12 @@ void launch_fused_instance(const FusedParams& p, cudaStream_t stream) {
   const std::int64_t heads_grid = p.mask == MaskMode::varlen
                                       ? static_cast<std::int64_t>(p.num_heads)
                                       : static_cast<std::int64_t>(p.num_heads) * p.batch;
-  const std::int64_t ctas = p.tile_slots * heads_grid;
-  if (ctas == 0) return;
-  if (ctas > 0x7fffffffLL)
-    throw Error(ErrorCode::unsupported, "fused attention: " + std::to_string(ctas) +
+  const std::int64_t items = p.tile_slots * heads_grid;
+  if (items == 0) return;
+  if (items > 0x7fffffffLL)  // also the one-item-per-CTA grid
+    throw Error(ErrorCode::unsupported, "fused attention: " + std::to_string(items) +
                                             " CTAs exceed the grid limit of 2^31 - 1");
-  const int smem = smem_bytes(Tr::kConfig, Tr::kHeadDim, p.kv_stages);
+  const int smem = smem_bytes(Tr::kConfig, Tr::kHeadDim, p.kv_stages, p.q_buffers);
   // Above 48 KB a kernel must opt in to its dynamic shared memory, once per device (the attribute is
   // per device context). The largest size any run of this instance can ask for is set.
   static std::atomic<std::uint64_t> opted_in_devices{0};
@@ -32,9 +32,21 @@ void launch_fused_instance(const FusedParams& p, cudaStream_t stream) {
   QKV2CTX_CUDA_CHECK(cudaGetDevice(&device));
   const std::uint64_t bit = device < 64 ? (1ull << device) : 0;
   if (bit == 0 || (opted_in_devices.load(std::memory_order_relaxed) & bit) == 0) {
-    QKV2CTX_CUDA_CHECK(cudaFuncSetAttribute(fused_attention_kernel<Tr>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            smem_bytes(Tr::kConfig, Tr::kHeadDim, Tr::kConfig.kv_stages)));
+    QKV2CTX_CUDA_CHECK(cudaFuncSetAttribute(
+        fused_attention_kernel<Tr>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        smem_bytes(Tr::kConfig, Tr::kHeadDim, Tr::kConfig.kv_stages,
+                   Tr::kConfig.persistent && persistent_fits(Tr::kConfig, Tr::kHeadDim) ? 2 : 1)));
     opted_in_devices.fetch_or(bit, std::memory_order_relaxed);
+  }
+  // Persistent: as many CTAs as are resident at once (never more than the items).
+  std::int64_t ctas = items;
+  if (p.persistent) {
+    int per_sm = 0;
+    QKV2CTX_CUDA_CHECK(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fused_attention_kernel<Tr>, Tr::kThreads, smem));
+    const std::int64_t resident = static_cast<std::int64_t>(per_sm > 0 ? per_sm : 1) * (p.num_sms > 0 ? p.num_sms : 1);
+    if (resident < ctas) ctas = resident;
+    if (p.max_ctas > 0 && p.max_ctas < ctas) ctas = p.max_ctas;
   }
   // A launch error is only visible through cudaGetLastError(), which also returns an unrelated earlier
   // failure nobody collected: clear that first so the check below reports this launch.

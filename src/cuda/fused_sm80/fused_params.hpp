@@ -28,6 +28,14 @@ struct FusedParams {
   int max_seqlen = 0;  // S (padded) or the host upper bound of the lengths (varlen; longer ones are cut)
   int num_heads = 0;
   int kv_stages = 2;   // K/V stages the dynamic shared memory holds (kv_stages_for())
+  // Persistent launch (fused_tile_policy.hpp, persistent_fits): at most as many CTAs as fit on the
+  // device, each walking its items (ItemIter) with the next item's loads issued under the current
+  // one's last tile; q_buffers = 2 then (the next item's Q lands beside the current one). Else one
+  // item per CTA and q_buffers = 1.
+  bool persistent = false;
+  int q_buffers = 1;
+  int num_sms = 0;  // host only: the persistent grid is num_sms x the measured occupancy
+  int max_ctas = 0;  // host only: a smaller persistent grid (0: none; QKV2CTX_FUSED_MAX_CTAS, tests)
   float scale_log2 = 0.0f;  // softmax scale * log2(e): scores go through exp2
   Layout layout = Layout::trt;
   MaskMode mask = MaskMode::none;
@@ -43,7 +51,9 @@ struct FusedLaunch {
 
 // The launch for a validated run on a device with `num_sms` SMs: the tile shape from choose_tile()
 // unless `forced` (benchmarks compare both), grid slots and K/V stages from fused_tile_policy.hpp.
-FusedLaunch plan_fused_launch(const RunParams& run, int num_sms, std::optional<TileShape> forced = {});
+// allow_persistent = false keeps one item per CTA (QKV2CTX_FUSED_PERSISTENT=0, for comparisons).
+FusedLaunch plan_fused_launch(const RunParams& run, int num_sms, std::optional<TileShape> forced = {},
+                              bool allow_persistent = true, int max_ctas = 0);
 
 // Launches it (no allocation, no host synchronization). A varlen run with no sequence (B = 0) has
 // no CTA: the StatsBlock is then reset and cu_seqlens checked by the common kernel instead.

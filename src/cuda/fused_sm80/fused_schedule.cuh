@@ -1,6 +1,7 @@
 // Which (sequence, head, query tile) a CTA computes, and where that sequence's rows live. Padded modes
-// decode the CTA index directly; varlen maps a tile slot to its sequence with a 32-way search over
-// cu_seqlens (no device scan, no extra launch). Indices taken from cu_seqlens are clamped to [0, T]
+// decode the CTA index directly; varlen maps a tile slot to its sequence without a device scan or an
+// extra launch: longest-first from one warp's view of all lengths (B <= kLongestFirstMaxBatch), else a
+// 32-way search over cu_seqlens. Indices taken from cu_seqlens are clamped to [0, T]
 // and to max_seqlen, so bad device cu_seqlens never make a CTA read or write out of bounds.
 #pragma once
 #include <cstdint>
@@ -31,11 +32,71 @@ __device__ __forceinline__ std::int64_t varlen_first_slot(const FusedParams& p, 
   return clamped_cu(p, b) / kBlockM + b;
 }
 
-// Returns false when this CTA has no work (a surplus varlen slot). Uniform across the CTA (every warp
-// computes the same answer, so no barrier is needed).
+// Longest-first varlen mapping (fused_tile_policy.hpp, longest_first_tile; batch <= kLongestFirstMaxBatch):
+// lane l holds sequences 4l .. 4l + 3 (their cu_seqlens loaded at once), and the cost classes k are
+// walked from the largest down with one warp reduction each until the one holding `slot`; then an
+// exclusive scan over the lanes finds the sequence. Lengths are clamped as in resolve_cta_work().
 template <int kBlockM>
-__device__ __forceinline__ bool resolve_cta_work(const FusedParams& p, CtaWork& w) {
-  const std::int64_t cta = blockIdx.x;
+__device__ __forceinline__ bool resolve_longest_first(const FusedParams& p, int slot, CtaWork& w) {
+  constexpr int kPer = kLongestFirstMaxBatch / 32;
+  const int lane = threadIdx.x & 31;
+  int cu[kPer + 1];
+#pragma unroll
+  for (int i = 0; i <= kPer; ++i) {
+    const int b = lane * kPer + i;
+    cu[i] = b <= p.batch ? static_cast<int>(clamped_cu(p, b)) : 0;
+  }
+  int len[kPer], tiles[kPer], cls[kPer];
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int end = cu[i + 1] > cu[i] ? cu[i + 1] : cu[i];
+    len[i] = lane * kPer + i < p.batch ? min(end - cu[i], p.max_seqlen) : 0;
+    tiles[i] = (len[i] + kBlockM - 1) / kBlockM;
+    cls[i] = longest_first_class(len[i]);
+  }
+  for (int k = longest_first_class(p.max_seqlen); k >= 1; --k) {
+    int mine = 0;  // tiles of this lane's sequences in class k
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) mine += cls[i] == k ? tiles[i] : 0;
+    const int total = __reduce_add_sync(0xffffffffu, mine);
+    if (slot >= total) {
+      slot -= total;
+      continue;
+    }
+    int incl = mine;  // inclusive scan over the lanes (sequence order is lane-major)
+#pragma unroll
+    for (int off = 1; off < 32; off *= 2) {
+      const int t = __shfl_up_sync(0xffffffffu, incl, off);
+      if (lane >= off) incl += t;
+    }
+    const int excl = incl - mine;
+    const int owner = __ffs(__ballot_sync(0xffffffffu, slot >= excl && slot < incl)) - 1;
+    int r = slot - excl, row0 = 0, rows = 0, m_block = 0;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      if (cls[i] == k) {
+        if (r >= 0 && r < tiles[i]) {
+          row0 = cu[i];
+          rows = len[i];
+          m_block = r;
+        }
+        r -= tiles[i];
+      }
+    }
+    w.row0 = __shfl_sync(0xffffffffu, row0, owner);
+    w.rows = w.keys = __shfl_sync(0xffffffffu, rows, owner);
+    w.m_block = __shfl_sync(0xffffffffu, m_block, owner);
+    w.row_step = 1;
+    return true;
+  }
+  return false;
+}
+
+// Work item `cta` (0 .. num_items - 1, the CTA index of a one-item-per-CTA launch). Returns false when
+// the item has no work (a surplus varlen slot). Uniform across the CTA (every warp computes the same
+// answer, so no barrier is needed).
+template <int kBlockM>
+__device__ __forceinline__ bool resolve_cta_work(const FusedParams& p, std::int64_t cta, CtaWork& w) {
   if (p.mask != MaskMode::varlen) {
     w.m_block = static_cast<int>(cta % p.tile_slots);
     const std::int64_t seq_head = cta / p.tile_slots;
@@ -47,6 +108,11 @@ __device__ __forceinline__ bool resolve_cta_work(const FusedParams& p, CtaWork& 
     w.rows = span.rows;
     w.keys = span.keys;
     return true;
+  }
+  if (varlen_longest_first(p.batch)) {
+    // Slot-major over the heads: the longest sequences of every head come first.
+    w.head = static_cast<int>(cta % p.num_heads);
+    return resolve_longest_first<kBlockM>(p, static_cast<int>(cta / p.num_heads), w);
   }
   const std::int64_t slot = cta % p.tile_slots;
   w.head = static_cast<int>(cta / p.tile_slots);
@@ -76,5 +142,16 @@ __device__ __forceinline__ bool resolve_cta_work(const FusedParams& p, CtaWork& 
   w.keys = len;
   return w.m_block >= 0 && static_cast<std::int64_t>(w.m_block) * kBlockM < len;
 }
+
+// The items of one CTA: item blockIdx.x of round 0, then one per round of gridDim.x items, in snake
+// order (odd rounds run backwards) so that, with items ordered longest-first, no CTA takes the most
+// expensive item of every round. A one-item-per-CTA launch (grid = items) has a single round.
+struct ItemIter {
+  int round = 0;
+  __device__ __forceinline__ std::int64_t next() {
+    const std::int64_t g = gridDim.x, r = round++;
+    return r * g + ((r & 1) ? g - 1 - blockIdx.x : blockIdx.x);
+  }
+};
 
 }  // namespace qkv2ctx::fused_sm80

@@ -36,6 +36,7 @@ struct TileConfig {
   int kv_stages;          // cp.async ring depth for K and for V
   bool q_in_registers;    // Q fragments loaded once (else re-read from shared memory per K tile)
   int min_blocks_per_sm;  // __launch_bounds__ occupancy target (caps registers per thread)
+  bool persistent;        // compiled with the persistent schedule (persistent_fits() must hold)
 };
 
 constexpr TileConfig tile_config(TileShape shape, int head_size) {
@@ -55,6 +56,12 @@ constexpr TileConfig tile_config(TileShape shape, int head_size) {
   // Register caps: m128 255 (2 x 128 threads per SM); m64 168 (3 x 128 threads), 128 for D = 32
   // (4 x 128). ptxas -v: no spills for any instance on sm_80 or sm_90a.
   c.min_blocks_per_sm = shape == TileShape::m64 ? (head_size <= 32 ? 4 : 3) : 2;
+  // The persistent schedule (below) keeps the next item's pointers and the item walk in registers:
+  // D = 64 (both shapes) still compiles without spills (ptxas -v, sm_90a); D = 32 / 80 / 96 and
+  // D = 128 at BM = 64 spilled, so they keep one query tile per CTA.
+  // D = 128 at BM = 128 compiled without spills too but ran 3% slower (255 registers; its items are
+  // long, so there was no start-up latency to hide): one tile per CTA.
+  c.persistent = head_size == 64;
   return c;
 }
 
@@ -69,10 +76,20 @@ constexpr int kv_stages_for(const TileConfig& c, int max_seqlen) {
   return tiles < 1 ? 1 : (tiles < c.kv_stages ? tiles : c.kv_stages);
 }
 
-// Dynamic shared memory (bytes, 2-byte elements): the Q tile (reused for staging the output) plus
-// `stages` K tiles and `stages` V tiles.
-constexpr int smem_bytes(const TileConfig& c, int head_size, int stages) {
-  return (c.block_m + 2 * stages * c.block_n) * smem_row_elems(head_size) * 2;
+// Dynamic shared memory (bytes, 2-byte elements): `q_buffers` Q tiles (each reused for staging its
+// item's output) plus `stages` K tiles and `stages` V tiles.
+constexpr int smem_bytes(const TileConfig& c, int head_size, int stages, int q_buffers = 1) {
+  return (q_buffers * c.block_m + 2 * stages * c.block_n) * smem_row_elems(head_size) * 2;
+}
+
+// Persistent schedule: a CTA computes several query tiles in turn and issues the next tile's Q, K0,
+// V0 and K1 under the current tile's last K/V tile, so the load latency at the start of every tile
+// (measured as ~3 K/V-tile times of a CTA's life at 2 CTAs per SM) overlaps compute. It needs a
+// second Q buffer and both K/V stages; used where that still keeps min_blocks_per_sm CTAs on an
+// H100 SM (228 KiB, 1 KiB reserved per CTA). D = 96 at BM = 64 does not fit (3 x 81 KiB).
+inline constexpr int kSmemPerSmH100 = 228 * 1024;
+constexpr bool persistent_fits(const TileConfig& c, int head_size) {
+  return c.min_blocks_per_sm * (smem_bytes(c, head_size, 2, 2) + 1024) <= kSmemPerSmH100;
 }
 
 // Query-tile slots of one head in varlen mode, from host-known sizes only: sequence b owns the slots
@@ -80,6 +97,42 @@ constexpr int smem_bytes(const TileConfig& c, int head_size, int stages) {
 // two surplus slots that exit at once). So the grid is floor(T/BM) + B per head, with no device scan.
 constexpr std::int64_t varlen_tile_slots(int block_m, std::int64_t num_tokens, int batch) {
   return num_tokens / block_m + batch;
+}
+
+// Varlen batches of at most this many sequences are scheduled longest-first: one warp holds every
+// length (4 per lane, loaded at once), so resolving a CTA's work costs one global-load latency plus a
+// few warp reductions per length class. Larger batches keep the sequence-ordered slots above (their
+// per-CTA search is ceil(log32 B) dependent loads).
+inline constexpr int kLongestFirstMaxBatch = 128;
+constexpr bool varlen_longest_first(int batch) { return batch <= kLongestFirstMaxBatch; }
+
+// Longest-first order of the query tiles of one head (varlen, batch <= kLongestFirstMaxBatch). Every
+// query tile of a sequence costs the same (its K/V tiles, no causal mask), so the order sorts
+// sequences by their cost class ceil(len_b / kLongestFirstClassKeys), largest first, then by b, and
+// lists each sequence's ceil(len_b / BM) tiles consecutively. The hardware
+// hands CTAs to SMs in index order and the CTA index is slot-major (slot * H + head), so the longest
+// sequences of all heads start first and the last wave is made of the cheapest tiles (instead of a
+// long sequence whose CTAs happened to be numbered last). Returns false for a slot past the last tile.
+// Host reference of the device mapping in fused_schedule.cuh (the CPU tests check its properties).
+// Classes of 64 keys (the K/V tile of D <= 96) separate costs finely enough for the static
+// persistent schedule to balance (a simulation of the H = 16, S = 384 ragged batch: the slowest CTA
+// 4% closer to the mean than with classes of BM keys), in at most 64 rounds at S = 4096.
+inline constexpr int kLongestFirstClassKeys = 64;
+constexpr int longest_first_class(int len) { return (len + kLongestFirstClassKeys - 1) / kLongestFirstClassKeys; }
+constexpr bool longest_first_tile(const int* lens, int batch, int block_m, int max_seqlen, std::int64_t slot,
+                                  int& seq, int& m_block) {
+  for (int k = longest_first_class(max_seqlen); k >= 1; --k)
+    for (int b = 0; b < batch; ++b) {
+      if (longest_first_class(lens[b]) != k) continue;
+      const int tiles = (lens[b] + block_m - 1) / block_m;
+      if (slot < tiles) {
+        seq = b;
+        m_block = static_cast<int>(slot);
+        return true;
+      }
+      slot -= tiles;
+    }
+  return false;
 }
 
 // Picks the tile shape for a run. S <= 64: m64 (a 128-row tile would be at least half padding).
