@@ -286,19 +286,12 @@ __global__ void __launch_bounds__(kBufferedMaxThreads, kBufferedMinBlocks<D, kTi
 
   bool zero_a = false, zero_b = false;
   if (!use_row_max) {
-    const RowOutcome oa = active && valid_a ? fixed_bound_outcome(sum[0]) : RowOutcome{false, false};
-    const RowOutcome ob = active && valid_b ? fixed_bound_outcome(sum[1]) : RowOutcome{false, false};
-    const bool fail_a = oa.underflow || oa.overflow, fail_b = ob.underflow || ob.overflow;
-    count_rows(&counters.underflow, quad_leader && oa.underflow);
-    count_rows(&counters.underflow, quad_leader && ob.underflow);
-    count_rows(&counters.overflow, quad_leader && oa.overflow);
-    count_rows(&counters.overflow, quad_leader && ob.overflow);
-    if (p.bound == BoundMode::fixed_bound) {
-      zero_a = oa.overflow;  // the reference's row is zero (see int8_resident.cuh)
-      zero_b = ob.overflow;
-    } else {
-      count_rows(&counters.repaired, quad_leader && fail_a);
-      count_rows(&counters.repaired, quad_leader && fail_b);
+    const RowPairVerdict v =
+        judge_row_pair(p, sum, active && valid_a, active && valid_b, quad_leader, true, counters);
+    zero_a = v.zero_a;
+    zero_b = v.zero_b;
+    if (p.bound == BoundMode::guarded) {
+      const bool fail_a = v.fail_a, fail_b = v.fail_b;
       if (__syncthreads_or(fail_a || fail_b)) {  // rare: the whole CTA takes two more passes over K
         // Drop the V tiles already in flight: let them land, then restart the ring on [max K, sum K,
         // out V] (no warp reads the ring after the barrier).

@@ -175,24 +175,12 @@ __global__ void __launch_bounds__(kResidentThreads, kResidentMinBlocks<D>) int8_
 
     bool zero_a = false, zero_b = false;
     if (p.bound != BoundMode::row_max) {
-      const RowOutcome oa = valid_a ? fixed_bound_outcome(sum[0]) : RowOutcome{false, false};
-      const RowOutcome ob = valid_b ? fixed_bound_outcome(sum[1]) : RowOutcome{false, false};
-      const bool fail_a = oa.underflow || oa.overflow, fail_b = ob.underflow || ob.overflow;
-      if (g == 0) {  // one warp per row group counts its rows
-        count_rows(&counters.underflow, quad_leader && oa.underflow);
-        count_rows(&counters.underflow, quad_leader && ob.underflow);
-        count_rows(&counters.overflow, quad_leader && oa.overflow);
-        count_rows(&counters.overflow, quad_leader && ob.overflow);
-      }
-      if (p.bound == BoundMode::fixed_bound) {
-        // sum = +inf: inv = 0, e * 0 = 0 or NaN, cvt.rni.sat(NaN) = 0: the reference's row is zero.
-        zero_a = oa.overflow;
-        zero_b = ob.overflow;
-      } else if (__any_sync(0xffffffffu, fail_a || fail_b)) {  // same answer in the group's G warps
-        if (g == 0) {
-          count_rows(&counters.repaired, quad_leader && fail_a);
-          count_rows(&counters.repaired, quad_leader && fail_b);
-        }
+      // One warp per row group counts its rows.
+      const RowPairVerdict v = judge_row_pair(p, sum, valid_a, valid_b, quad_leader, g == 0, counters);
+      zero_a = v.zero_a;
+      zero_b = v.zero_b;
+      if (p.bound == BoundMode::guarded &&
+          __any_sync(0xffffffffu, v.fail_a || v.fail_b)) {  // same answer in the group's G warps
         load_q_fragments<D>(qa, q_s, row0);  // reloaded: not kept live across the exponentials
         int m[2] = {INT_MIN, INT_MIN};
         recompute_max(qa, k_s, m);
@@ -209,7 +197,7 @@ __global__ void __launch_bounds__(kResidentThreads, kResidentMinBlocks<D>) int8_
             for (int j = 0; j < 4; ++j)
 #pragma unroll
               for (int i = 0; i < 4; ++i)
-                if (i < 2 ? fail_a : fail_b) e[ci][j][i] = en[j][i];
+                if (i < 2 ? v.fail_a : v.fail_b) e[ci][j][i] = en[j][i];
           }
         sum[0] = sum[1] = 0.0f;
 #pragma unroll

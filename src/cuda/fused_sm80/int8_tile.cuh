@@ -307,6 +307,34 @@ __device__ __forceinline__ void count_rows(unsigned* counter, bool flag) {
   if ((threadIdx.x & 31) == 0 && n != 0) atomicAdd(counter, n);
 }
 
+// The fixed bound's verdict on a thread's two rows (a and b, its fragments' two row halves) from
+// their exponential sums. Failed rows (under- or overflow) are counted once per quad when `count`
+// (one warp per row group counts); guarded also counts them as repaired, since it recomputes them
+// (fail_*); fixed_bound keeps them and zeroes the overflowed ones (sum = +inf: inv = 0, e * 0 = 0 or
+// NaN, cvt.rni.sat(NaN) = 0: the reference's row is zero).
+struct RowPairVerdict {
+  bool fail_a, fail_b, zero_a, zero_b;
+};
+__device__ __forceinline__ RowPairVerdict judge_row_pair(const Int8Params& p, const float (&sum)[2], bool valid_a,
+                                                         bool valid_b, bool quad_leader, bool count,
+                                                         CtaCounters& counters) {
+  const RowOutcome oa = valid_a ? fixed_bound_outcome(sum[0]) : RowOutcome{false, false};
+  const RowOutcome ob = valid_b ? fixed_bound_outcome(sum[1]) : RowOutcome{false, false};
+  const bool fail_a = oa.underflow || oa.overflow, fail_b = ob.underflow || ob.overflow;
+  const bool fixed = p.bound == BoundMode::fixed_bound;
+  if (count) {
+    count_rows(&counters.underflow, quad_leader && oa.underflow);
+    count_rows(&counters.underflow, quad_leader && ob.underflow);
+    count_rows(&counters.overflow, quad_leader && oa.overflow);
+    count_rows(&counters.overflow, quad_leader && ob.overflow);
+    if (!fixed) {
+      count_rows(&counters.repaired, quad_leader && fail_a);
+      count_rows(&counters.repaired, quad_leader && fail_b);
+    }
+  }
+  return {fail_a, fail_b, fixed && oa.overflow, fixed && ob.overflow};
+}
+
 // Thread 0 of every CTA writes its slot; CTA 0 also records how many slots the run wrote.
 __device__ __forceinline__ void write_counter_slot(const Int8Params& p, const CtaCounters& c) {
   if (p.slots == nullptr || threadIdx.x != 0) return;
