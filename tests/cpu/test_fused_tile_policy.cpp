@@ -22,7 +22,8 @@ TEST(FusedTilePolicy, SupportedHeadSizes) {
 
 TEST(FusedTilePolicy, ConfigsAreConsistent) {
   for (int d : kSupportedHeadSizes) {
-    for (TileShape shape : {TileShape::m64, TileShape::m128}) {
+    for (TileShape shape : {TileShape::m64, TileShape::m128, TileShape::m128n64}) {
+      if (!has_tile(shape, d)) continue;
       const TileConfig c = tile_config(shape, d);
       SCOPED_TRACE("D=" + std::to_string(d) + " shape=" + std::to_string(static_cast<int>(shape)));
       EXPECT_EQ(c.block_m, c.warps * 16 * c.m_tiles_per_warp);
@@ -51,6 +52,27 @@ TEST(FusedTilePolicy, ConfigsAreConsistent) {
   EXPECT_TRUE(tile_config(TileShape::m64, 64).persistent);
   EXPECT_FALSE(tile_config(TileShape::m128, 128).persistent);
   EXPECT_FALSE(persistent_fits(tile_config(TileShape::m64, 96), 96));
+  // m128n64: D = 128 with 64-key tiles, Q in shared memory, one tile per CTA, 2 CTAs per H100 SM.
+  const TileConfig wide = tile_config(TileShape::m128n64, 128);
+  EXPECT_EQ(wide.block_m, 128);
+  EXPECT_EQ(wide.block_n, 64);
+  EXPECT_FALSE(wide.q_in_registers);
+  EXPECT_FALSE(wide.persistent);
+  EXPECT_EQ(wide.min_blocks_per_sm, 2);
+  EXPECT_EQ(smem_bytes(wide, 128, 2), (128 + 4 * 64) * 136 * 2);
+}
+
+TEST(FusedTilePolicy, WideKeyTilesOnlyForD128) {
+  for (int d : kSupportedHeadSizes) {
+    EXPECT_EQ(has_tile(TileShape::m128n64, d), d == 128) << d;
+    EXPECT_TRUE(has_tile(TileShape::m64, d));
+    EXPECT_TRUE(has_tile(TileShape::m128, d));
+    // The default 128-row shape: m128n64 at D = 128, m128 (already BN = 64) elsewhere; m64 unchanged.
+    EXPECT_EQ(tile_for_head_size(TileShape::m128, d), d == 128 ? TileShape::m128n64 : TileShape::m128) << d;
+    EXPECT_EQ(tile_for_head_size(TileShape::m64, d), TileShape::m64) << d;
+    EXPECT_EQ(tile_for_head_size(TileShape::m128n64, d), d == 128 ? TileShape::m128n64 : TileShape::m128) << d;
+    if (d != 128) EXPECT_EQ(tile_config(TileShape::m128, d).block_n, 64) << d;
+  }
 }
 
 TEST(FusedTilePolicy, StagesFollowTheKeyCount) {

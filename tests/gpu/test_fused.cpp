@@ -35,14 +35,16 @@ class ForcedTile {
 struct Traits {
   DType dtype;
   int head_size;
-  const char* tile;  // "m64" | "m128"
+  const char* tile;  // "m64" | "m128" | "m128n64"
 };
 
 std::vector<Traits> all_traits() {
   std::vector<Traits> v;
   for (DType dt : {DType::fp16, DType::bf16})
     for (int h : fused_sm80::kSupportedHeadSizes)
-      for (const char* tile : {"m64", "m128"}) v.push_back({dt, h, tile});
+      for (const char* tile : {"m64", "m128", "m128n64"})
+        if (std::string(tile) != "m128n64" || fused_sm80::has_tile(fused_sm80::TileShape::m128n64, h))
+          v.push_back({dt, h, tile});
   return v;
 }
 

@@ -25,13 +25,19 @@ namespace qkv2ctx {
 namespace fused_sm80 {
 
 FusedLaunch plan_fused_launch(const RunParams& run, int num_sms, std::optional<TileShape> forced,
-                              bool allow_persistent, int max_ctas) {
+                              bool allow_persistent, int max_ctas, int max_smem_optin) {
   const AttentionDesc& d = *run.desc;
   FusedLaunch l;
   l.dtype = d.dtype;
   l.head_size = d.head_size;
-  l.tile = forced ? *forced
-                  : choose_tile(run.max_seqlen, static_cast<std::int64_t>(run.batch) * d.num_heads, num_sms);
+  // A forced shape runs as forced (m128n64 at D != 128, which has no kernel, runs m128: the same tile).
+  l.tile = forced ? (has_tile(*forced, d.head_size) ? *forced : TileShape::m128)
+                  : tile_for_head_size(
+                        choose_tile(run.max_seqlen, static_cast<std::int64_t>(run.batch) * d.num_heads, num_sms),
+                        d.head_size);
+  if (!forced && l.tile == TileShape::m128n64 && max_smem_optin > 0 &&
+      smem_bytes(tile_config(l.tile, d.head_size), d.head_size, 2) > max_smem_optin)
+    l.tile = TileShape::m128;
   const TileConfig cfg = tile_config(l.tile, d.head_size);
   FusedParams& p = l.params;
   p.qkv = run.qkv;
@@ -95,7 +101,7 @@ std::string describe_tile(fused_sm80::TileShape shape, int head_size) {
          std::to_string(fused_sm80::smem_bytes(c, head_size, c.kv_stages) / 1024) + " KiB";
 }
 
-// QKV2CTX_FUSED_TILE=m64|m128 forces one tile shape for every run of plans made while it is set (the
+// QKV2CTX_FUSED_TILE=m64|m128|m128n64 forces one tile shape for every run of plans made while it is set (the
 // tests cover both shapes of every kernel with small problems; benchmarks compare them). Read once,
 // at plan creation.
 std::optional<fused_sm80::TileShape> forced_tile_from_env() {
@@ -104,8 +110,9 @@ std::optional<fused_sm80::TileShape> forced_tile_from_env() {
   const std::string s(v);
   if (s == "m64") return fused_sm80::TileShape::m64;
   if (s == "m128") return fused_sm80::TileShape::m128;
+  if (s == "m128n64") return fused_sm80::TileShape::m128n64;
   throw Error(ErrorCode::invalid_argument,
-              "QKV2CTX_FUSED_TILE = '" + s + "' is not allowed: use m64, m128 or leave it unset");
+              "QKV2CTX_FUSED_TILE = '" + s + "' is not allowed: use m64, m128, m128n64 or leave it unset");
 }
 
 // QKV2CTX_FUSED_PERSISTENT=0 turns the persistent schedule off (one query tile per CTA) for plans made
@@ -167,8 +174,9 @@ class FusedBackend final : public BackendImpl {
            std::to_string(desc_.head_size) + "; per run: S <= 64 or fewer than " +
            "4 CTAs per SM at BM=128 -> " + describe_tile(TileShape::m64, desc_.head_size) + ", " +
            describe_schedule(TileShape::m64, desc_.head_size, persistent_on()) + "; otherwise " +
-           describe_tile(TileShape::m128, desc_.head_size) + ", " +
-           describe_schedule(TileShape::m128, desc_.head_size, persistent_on()) +
+           describe_tile(fused_sm80::tile_for_head_size(TileShape::m128, desc_.head_size), desc_.head_size) + ", " +
+           describe_schedule(fused_sm80::tile_for_head_size(TileShape::m128, desc_.head_size), desc_.head_size,
+                             persistent_on()) +
            (desc_.mask == MaskMode::varlen
                 ? "; varlen tile order: longest-first (sequences by query-tile count, slot-major over the "
                   "heads) for B <= " + std::to_string(fused_sm80::kLongestFirstMaxBatch) + ", else sequence order"
@@ -183,7 +191,8 @@ class FusedBackend final : public BackendImpl {
     ScopedDevice on(caps_.device);
     check_alignment("qkv", p.qkv);
     check_alignment("out", p.out);
-    const fused_sm80::FusedLaunch launch = fused_sm80::plan_fused_launch(p, caps_.num_sms, forced_tile_, persistent_on(), max_ctas_);
+    const fused_sm80::FusedLaunch launch = fused_sm80::plan_fused_launch(p, caps_.num_sms, forced_tile_, persistent_on(),
+                                                                            max_ctas_, caps_.max_smem_optin);
     fused_sm80::launch_fused(launch, static_cast<cudaStream_t>(p.stream));
   }
 

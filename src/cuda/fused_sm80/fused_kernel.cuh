@@ -128,6 +128,8 @@ struct WarpTile {
   using Elem = typename Tr::Elem;
   static constexpr int MT = Tr::kMTiles, kRowBytes = Tr::kRowBytes;
   using Scores = float[MT][Tr::kNTiles][4];
+  // P rounded to the element type, already in the A-operand layout of P·V: [mi][k16 step][4 registers].
+  using Probs = std::uint32_t[MT][Tr::kBlockN / 16][4];
 
   float o[MT][Tr::kDTiles][4];
   float row_max[MT][2], row_sum[MT][2];  // fragment rows g (h = 0) and g + 8 (h = 1), log2 domain
@@ -211,7 +213,7 @@ struct WarpTile {
   // Online softmax: p = 2^(s * scale * log2e - m) in place, O and the partial sums rescaled by
   // 2^(m_old - m). Every processed tile has a valid key, so m stays finite; scale_log2 > 0 commutes
   // with max. The row sums stay per thread (FP32, before P is rounded) until the epilogue.
-  __device__ __forceinline__ void softmax(Scores& s, float scale_log2) {
+  __device__ __forceinline__ void softmax(Scores& s, Probs& pa, float scale_log2) {
 #pragma unroll
     for (int mi = 0; mi < MT; ++mi) {
 #pragma unroll
@@ -231,6 +233,11 @@ struct WarpTile {
             s[mi][nt][2 * h + e] = pr;
             sum += pr;
           }
+        // Round each row pair as soon as it exists, so the FP32 scores die during the softmax: the
+        // packed P (half the registers) is what lives until P·V (D = 128 at BN = 64 needs that room).
+#pragma unroll
+        for (int nt = 0; nt < Tr::kNTiles; ++nt)
+          pa[mi][nt / 2][(nt & 1) * 2 + h] = cuda::ptx::pack2_rn<Elem>(s[mi][nt][2 * h], s[mi][nt][2 * h + 1]);
         row_sum[mi][h] = row_sum[mi][h] * alpha + sum;
 #pragma unroll
         for (int dt = 0; dt < Tr::kDTiles; ++dt) {
@@ -241,19 +248,16 @@ struct WarpTile {
     }
   }
 
-  // O += P · V for the V tile at shared-memory address v_tile; P rounded to the element type (as
-  // FlashAttention-2), FP32 accumulation.
-  __device__ __forceinline__ void accumulate_pv(const Scores& p, std::uint32_t v_tile) {
+  // O += P · V for the V tile at shared-memory address v_tile; P as softmax() rounded it to the element
+  // type (as FlashAttention-2), FP32 accumulation.
+  __device__ __forceinline__ void accumulate_pv(const Probs& pa_all, std::uint32_t v_tile) {
 #pragma unroll
     for (int kk = 0; kk < Tr::kBlockN / 16; ++kk) {
       std::uint32_t pa[MT][4];
 #pragma unroll
-      for (int mi = 0; mi < MT; ++mi) {
-        pa[mi][0] = cuda::ptx::pack2_rn<Elem>(p[mi][2 * kk][0], p[mi][2 * kk][1]);
-        pa[mi][1] = cuda::ptx::pack2_rn<Elem>(p[mi][2 * kk][2], p[mi][2 * kk][3]);
-        pa[mi][2] = cuda::ptx::pack2_rn<Elem>(p[mi][2 * kk + 1][0], p[mi][2 * kk + 1][1]);
-        pa[mi][3] = cuda::ptx::pack2_rn<Elem>(p[mi][2 * kk + 1][2], p[mi][2 * kk + 1][3]);
-      }
+      for (int mi = 0; mi < MT; ++mi)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) pa[mi][r] = pa_all[mi][kk][r];
 #pragma unroll
       for (int dp = 0; dp < Tr::kDTiles / 2; ++dp) {
         std::uint32_t b[4];
@@ -345,7 +349,8 @@ __device__ __forceinline__ void mainloop(WarpTile<Tr>& wt, const CtaCtx<Tr>& c, 
     typename WarpTile<Tr>::Scores s;
     wt.scores(s, c.k_smem + stage * CtaCtx<Tr>::kTileBytes);
     if ((j + 1) * BN > t.keys) WarpTile<Tr>::mask_keys(s, t.keys - j * BN, quad_col);
-    wt.softmax(s, scale_log2);
+    typename WarpTile<Tr>::Probs pa;
+    wt.softmax(s, pa, scale_log2);
     cp_async_wait<2>();  // V_j landed
     __syncthreads();     // every warp is done with Q·K_jᵀ: its K stage is free
     if (j + 2 < n) {
@@ -355,7 +360,7 @@ __device__ __forceinline__ void mainloop(WarpTile<Tr>& wt, const CtaCtx<Tr>& c, 
       if (nt.n_tiles > 1) c.copy_k(nt, 1, stage);
     }
     cp_async_commit();
-    wt.accumulate_pv(s, c.v_smem + stage * CtaCtx<Tr>::kTileBytes);
+    wt.accumulate_pv(pa, c.v_smem + stage * CtaCtx<Tr>::kTileBytes);
   }
 }
 
@@ -536,12 +541,13 @@ __device__ __forceinline__ void mainloop_single(WarpTile<Tr>& wt, const CtaTiles
     typename WarpTile<Tr>::Scores s;
     wt.scores(s, t.k_smem + stage * CtaTiles<Tr>::kTileBytes);
     if ((j + 1) * BN > t.keys) WarpTile<Tr>::mask_keys(s, t.keys - j * BN, quad_col);
-    wt.softmax(s, scale_log2);
+    typename WarpTile<Tr>::Probs pa;
+    wt.softmax(s, pa, scale_log2);
     cp_async_wait<2>();  // V_j landed (after it: K_{j+1} V_{j+1})
     __syncthreads();     // every warp is done with Q·K_jᵀ: its K stage is free
     if (j + 2 < n_tiles) t.copy_k(j + 2, stage);
     cp_async_commit();
-    wt.accumulate_pv(s, t.v_smem + stage * CtaTiles<Tr>::kTileBytes);
+    wt.accumulate_pv(pa, t.v_smem + stage * CtaTiles<Tr>::kTileBytes);
   }
 }
 
@@ -573,9 +579,6 @@ __device__ __forceinline__ void single_item_cta(const FusedParams& p) {
                        copier,
                        w.keys,
                        p.qkv};
-  Elem* o_g = static_cast<Elem*>(p.out) + out_offset(p.layout, w.row0, w.head, 0, H, D, p.num_tokens);
-  const std::int64_t out_stride = w.row_step * E;
-
   const int q0 = w.m_block * BM;
   const int n_tiles = (w.keys + BN - 1) / BN;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
@@ -588,6 +591,10 @@ __device__ __forceinline__ void single_item_cta(const FusedParams& p) {
     mainloop_single<Tr>(wt, t, n_tiles, p.scale_log2, quad_col);
   }
   cp_async_wait<0>();  // only empty groups can remain; keeps the Q region safe to reuse below
+
+  // Output rows, computed only now: live across the K/V loop they cost registers the accumulators need.
+  Elem* o_g = static_cast<Elem*>(p.out) + out_offset(p.layout, w.row0, w.head, 0, H, D, p.num_tokens);
+  const std::int64_t out_stride = w.row_step * E;
 
   // ---- epilogue: normalize, round, stage this warp's rows in its own part of the Q region (only this
   // warp ever read those rows), then 16-byte coalesced stores of the valid rows ----

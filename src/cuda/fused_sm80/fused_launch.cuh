@@ -56,7 +56,7 @@ void launch_fused_instance(const FusedParams& p, cudaStream_t stream) {
 }
 
 // Run-time (head size, tile shape) -> compile-time instance, for one element type: every head size of
-// kSupportedHeadSizes x every TileShape is instantiated here (5 x 2 kernels per dtype).
+// kSupportedHeadSizes x {m64, m128} is instantiated here, plus m128n64 at D = 128 (11 kernels per dtype).
 template <class Elem>
 void launch_fused_typed(const FusedParams& p, int head_size, TileShape tile, cudaStream_t stream) {
   auto by_tile = [&](auto head_dim) {
@@ -64,6 +64,10 @@ void launch_fused_typed(const FusedParams& p, int head_size, TileShape tile, cud
     switch (tile) {
       case TileShape::m64: return launch_fused_instance<FusedTraits<Elem, kD, TileShape::m64>>(p, stream);
       case TileShape::m128: return launch_fused_instance<FusedTraits<Elem, kD, TileShape::m128>>(p, stream);
+      case TileShape::m128n64:
+        if constexpr (has_tile(TileShape::m128n64, kD))
+          return launch_fused_instance<FusedTraits<Elem, kD, TileShape::m128n64>>(p, stream);
+        break;  // plan_fused_launch never asks for it (tile_for_head_size)
     }
     throw Error(ErrorCode::internal, "fused attention: unknown tile shape");
   };

@@ -26,7 +26,19 @@ constexpr bool is_supported_head_size(int d) {
 // (16 warps per SM) ran 10% slower than m128 (twice the ldmatrix bytes per MMA); issuing the next
 // tile's Q·Kᵀ beside the current softmax (two score tiles in registers) ran 3-20% slower (the extra
 // registers cost occupancy).
-enum class TileShape : std::uint8_t { m64, m128 };
+//  m128n64: m128 with K/V tiles of 64 keys, compiled for D = 128 only (m128 there has BN = 32; for
+//        D <= 96 m128 already has BN = 64 and is used instead). It fits 255 registers without spills
+//        because P is rounded to the element type during the softmax (half the registers of FP32
+//        scores until P·V) and Q stays in shared memory: ldmatrix traffic per MMA 0.31 x4 instead of
+//        0.375, half the softmax row reductions and barriers per key. The default for D = 128.
+//        H100, BF16 N = 16 S = 2048 B = 8: 855-862 -> 814-820 µs (319-322 -> 335-338 TFLOP/s). Not kept:
+//        half of its exponentials on the FMA pipe (degree-3 polynomial, 1:1 with MUFU): 874-881 µs.
+enum class TileShape : std::uint8_t { m64, m128, m128n64 };
+
+// Whether (shape, head size) has a compiled kernel.
+constexpr bool has_tile(TileShape shape, int head_size) {
+  return shape != TileShape::m128n64 || head_size == 128;
+}
 
 struct TileConfig {
   int block_m;            // query rows per CTA
@@ -43,12 +55,13 @@ constexpr TileConfig tile_config(TileShape shape, int head_size) {
   TileConfig c{};
   c.kv_stages = 2;
   c.warps = 4;
-  c.m_tiles_per_warp = shape == TileShape::m128 ? 2 : 1;
+  c.m_tiles_per_warp = shape == TileShape::m64 ? 1 : 2;
   c.block_m = c.warps * 16 * c.m_tiles_per_warp;
   // Keys per K/V tile: 64 gives 8 score n-tiles (32 fp32 registers per 16 rows) and amortizes each Q
   // fragment over 8 MMAs. D = 128 halves it: its output accumulators (D/2 per 16 rows) leave no room
   // for 64 scores per 16 rows beside them under the register caps below (measured: spills).
-  c.block_n = head_size > 96 ? 32 : 64;
+  // (m128n64 fits 64 at D = 128 by holding P rounded: see TileShape.)
+  c.block_n = head_size > 96 && shape != TileShape::m128n64 ? 32 : 64;
   // Q fragments cost m_tiles * D / 4 registers per thread (32 for 32 rows x D = 64): kept where they fit
   // beside the output (m_tiles * D / 2) and score (m_tiles * BN / 2) accumulators under the cap.
   // (D = 96 keeps Q in shared memory: with it in registers ptxas spills at both register caps.)
@@ -143,6 +156,14 @@ constexpr TileShape choose_tile(int max_seqlen, std::int64_t batch_times_heads, 
   if (max_seqlen <= 64) return TileShape::m64;
   const std::int64_t ctas_m128 = batch_times_heads * ((max_seqlen + 127) / 128);
   return ctas_m128 >= 4LL * num_sms ? TileShape::m128 : TileShape::m64;
+}
+
+// The 128-row shape a head size runs by default: m128n64 where it is compiled (D = 128), else m128.
+// A shape without a kernel for the head size (m128n64 forced at D != 128) runs m128, the same tile there.
+constexpr TileShape tile_for_head_size(TileShape shape, int head_size) {
+  if (shape == TileShape::m128 && has_tile(TileShape::m128n64, head_size)) return TileShape::m128n64;
+  if (!has_tile(shape, head_size)) return TileShape::m128;
+  return shape;
 }
 
 }  // namespace qkv2ctx::fused_sm80
