@@ -41,14 +41,18 @@ __device__ __forceinline__ void store_exponentials(int4* slot, const float (&e)[
 
 // K/V tile copies with the addressing done once: every layout's address is linear in the sequence
 // position (src/core/indexing.hpp), and with a CTA of 32 * warps threads (a multiple of D / 16) each
-// thread always copies the same 16-byte column c of rows r0, r0 + rstep, ... of a tile.
+// thread always copies the same 16-byte column c of rows r0, r0 + rstep, ... of a tile. Per tile: one
+// 64-bit multiply-add for the first row, then pointer and offset increments (the loop runs at most
+// kTileKeys * D / 16 / 32 times).
 template <int D, int kTileKeys>
 struct KvTileLoader {
   const std::int8_t* base_k;  // position 0 of the thread's column of K
   const std::int8_t* base_v;  // ... of V (two named pointers: an array indexed at run time goes to local memory)
   std::int64_t step;           // bytes between consecutive sequence positions
+  std::int64_t rstep_bytes;    // step * rstep
   int r0, rstep, c;
 
+  KvTileLoader() = default;
   __device__ __forceinline__ KvTileLoader(const Int8Params& p, const CtaWork& w) {
     constexpr int kChunks = Tile<D>::kChunks;
     c = threadIdx.x % kChunks;
@@ -58,35 +62,40 @@ struct KvTileLoader {
     base_v = p.qkv + qkv_offset(p.layout, w.row0, 2, w.head, c * 16, p.num_heads, D, p.num_tokens);
     step = qkv_offset(p.layout, w.row0 + w.row_step, 1, w.head, c * 16, p.num_heads, D, p.num_tokens) -
            qkv_offset(p.layout, w.row0, 1, w.head, c * 16, p.num_heads, D, p.num_tokens);
+    rstep_bytes = step * rstep;
   }
   // Positions first .. first + kTileKeys - 1 of K (v = 0) or V (v = 1) into a tile; positions at or past `keys` are
   // zero-filled and not read.
   __device__ __forceinline__ void issue(std::uint32_t tile, int v, int first, int keys) const {
-    const std::int8_t* b = v ? base_v : base_k;
-    for (int r = r0; r < kTileKeys; r += rstep) {
-      const bool ok = first + r < keys;
-      cuda::ptx::cp_async_16(tile + Tile<D>::offset(r, c), ok ? b + (first + r) * step : b, ok);
+    const std::int8_t* const b = v ? base_v : base_k;
+    const std::int8_t* src = b + static_cast<std::int64_t>(first + r0) * step;
+    int left = keys - first - r0;  // valid rows from the thread's current row on
+    for (int r = r0; r < kTileKeys; r += rstep, src += rstep_bytes, left -= rstep) {
+      const bool ok = left > 0;
+      cuda::ptx::cp_async_16(tile + Tile<D>::offset(r, c), ok ? src : b, ok);
     }
   }
 };
 
-// pack_probabilities (int8_tile.cuh); kClamp = false skips the saturation at 127, which is exact when
-// scale_softmax <= 127.25: the row sum is >= each of its terms (FP32 addition of non-negative numbers
-// is monotonic), so p = fl(e * fl(1 / sum)) <= 1 + 2^-23 and p * scale_softmax < 127.5 rounds to <= 127.
-template <bool kClamp>
+// Probabilities of one chunk -> P·V A fragment (pack_probabilities' key order). kExact = false: the
+// contracted form (contracted_probability_byte, with inv * scale_softmax per row), which needs no
+// saturation when scale_softmax <= 127.25: the row sum is >= each of its terms (FP32 addition of
+// non-negative numbers is monotonic), so e * fl(fl(1 / sum) * scale_softmax) <= 127.25 (1 + 2^-23)^2 <
+// 127.5 rounds to <= 127 (and k must be finite). kExact = true (scale_softmax > 127.25, i.e. dq_probs <
+// 1/127.25, or rows with tiny sums): SPEC 5.0 step 6 as written, saturation included.
+template <bool kExact>
 __device__ __forceinline__ void pack_probabilities_fast(std::uint32_t (&pa)[4], const float (&e)[4][4], float inv0,
                                                         float inv1, float ssm) {
-  if constexpr (kClamp) {
+  if constexpr (kExact) {
     pack_probabilities(pa, e, inv0, inv1, ssm);
   } else {
     using cuda::ptx::pack_low_bytes;
-    auto byte = [&](float v, float inv) {
-      return cuda::ptx::rne_to_low_byte(__fmul_rn(__fmul_rn(v, inv), ssm));
-    };
-    pa[0] = pack_low_bytes(byte(e[0][0], inv0), byte(e[0][1], inv0), byte(e[1][0], inv0), byte(e[1][1], inv0));
-    pa[1] = pack_low_bytes(byte(e[0][2], inv1), byte(e[0][3], inv1), byte(e[1][2], inv1), byte(e[1][3], inv1));
-    pa[2] = pack_low_bytes(byte(e[2][0], inv0), byte(e[2][1], inv0), byte(e[3][0], inv0), byte(e[3][1], inv0));
-    pa[3] = pack_low_bytes(byte(e[2][2], inv1), byte(e[2][3], inv1), byte(e[3][2], inv1), byte(e[3][3], inv1));
+    const float k0 = __fmul_rn(inv0, ssm), k1 = __fmul_rn(inv1, ssm);
+    auto byte = [](float v, float k) { return contracted_probability_byte(v, k); };
+    pa[0] = pack_low_bytes(byte(e[0][0], k0), byte(e[0][1], k0), byte(e[1][0], k0), byte(e[1][1], k0));
+    pa[1] = pack_low_bytes(byte(e[0][2], k1), byte(e[0][3], k1), byte(e[1][2], k1), byte(e[1][3], k1));
+    pa[2] = pack_low_bytes(byte(e[2][0], k0), byte(e[2][1], k0), byte(e[3][0], k0), byte(e[3][1], k0));
+    pa[3] = pack_low_bytes(byte(e[2][2], k1), byte(e[2][3], k1), byte(e[3][2], k1), byte(e[3][3], k1));
   }
 }
 
@@ -96,16 +105,17 @@ __device__ __forceinline__ int chunk_valid_keys(int tile_keys, int c) {
   return max(0, min(kChunkKeys, tile_keys - c * kChunkKeys));
 }
 
-// Exponentials of one chunk (chunk_exp); kMasked: keys at or past `valid` (0 .. 32) get 0,
-// else every key is valid and nothing is tested.
+// Exponentials of one chunk in the contracted form (contracted_exp; offset[r] = exp_offset(shift of
+// row half r)); kMasked: keys at or past `valid` (0 .. 32) get 0, else every key is valid and nothing
+// is tested.
 template <bool kMasked>
-__device__ __forceinline__ void exponentials(const int (&acc)[4][4], float (&e)[4][4], const float (&shift)[2],
-                                             float scale_bmm1, int valid) {
+__device__ __forceinline__ void exponentials(const int (&acc)[4][4], float (&e)[4][4], const float (&offset)[2],
+                                             float scale_log2e, int valid) {
 #pragma unroll
   for (int j = 0; j < 4; ++j)
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      e[j][i] = shifted_exp(acc[j][i], scale_bmm1, shift[i >> 1]);
+      e[j][i] = contracted_exp(acc[j][i], scale_log2e, offset[i >> 1]);
       if constexpr (kMasked) e[j][i] = key_in_range(j, i, valid) ? e[j][i] : 0.0f;
     }
 }
@@ -117,6 +127,46 @@ __device__ __forceinline__ void chunk_sum_tree(const float (&e)[4][4], float (&s
   for (int r = 0; r < 2; ++r) {
     const int i = 2 * r;
     sum[r] += ((e[0][i] + e[0][i + 1]) + (e[1][i] + e[1][i + 1])) + ((e[2][i] + e[2][i + 1]) + (e[3][i] + e[3][i + 1]));
+  }
+}
+
+// SPEC 5.0 step 8 with the saturation done in FP32 and the rounding by the 1.5 * 2^23 trick (no
+// conversion unit): the same byte as int8_requantize, since float(acc2) * scale_bmm2 is never NaN.
+__device__ __forceinline__ std::uint32_t requantize_byte(int acc2, float scale_bmm2) {
+  const float v = __fmul_rn(__int2float_rn(acc2), scale_bmm2);
+  return cuda::ptx::rne_to_low_byte(fminf(fmaxf(v, -128.0f), 127.0f));
+}
+
+// The item's context rows row_a and row_a + 8 of the thread (columns 16h + 4q .. 16h + 4q + 3 of every
+// group h, store_output_group's layout), with each row's and column's address computed once.
+template <int D>
+__device__ __forceinline__ void store_output_rows(const Int8Params& p, const CtaWork& w,
+                                                  const int (&acc2)[D / 16][2][4], int row_a, bool valid_a,
+                                                  bool zero_a, bool valid_b, bool zero_b) {
+  using cuda::ptx::pack_low_bytes;
+  const int q = threadIdx.x & 3;
+  const float s2 = p.scale_bmm2;
+  auto row_ptr = [&](int r) {
+    const std::int64_t t = w.row0 + static_cast<std::int64_t>(w.row_begin + r) * w.row_step;
+    return p.out + out_row_offset(p.layout, t, p.num_heads, D);
+  };
+  std::int8_t* const out_a = row_ptr(valid_a ? row_a : 0);
+  std::int8_t* const out_b = row_ptr(valid_b ? row_a + 8 : 0);
+#pragma unroll
+  for (int h = 0; h < D / 16; ++h) {
+    const std::int64_t col = out_col_offset(p.layout, w.head, 16 * h + 4 * q, D, p.num_tokens);
+    const int(&even)[4] = acc2[h][0];
+    const int(&odd)[4] = acc2[h][1];
+    if (valid_a)
+      *reinterpret_cast<std::uint32_t*>(out_a + col) =
+          zero_a ? 0u
+                 : pack_low_bytes(requantize_byte(even[0], s2), requantize_byte(odd[0], s2),
+                                  requantize_byte(even[1], s2), requantize_byte(odd[1], s2));
+    if (valid_b)
+      *reinterpret_cast<std::uint32_t*>(out_b + col) =
+          zero_b ? 0u
+                 : pack_low_bytes(requantize_byte(even[2], s2), requantize_byte(odd[2], s2),
+                                  requantize_byte(even[3], s2), requantize_byte(odd[3], s2));
   }
 }
 
@@ -144,26 +194,33 @@ __global__ void __launch_bounds__(kBufferedMaxThreads, kBufferedMinBlocks<D, kTi
   const bool active = row0 < rows;  // warps past the CTA's rows only help with loads and barriers
   const bool valid_a = row0 + gl < rows, valid_b = row0 + gl + 8 < rows;
   const bool quad_leader = (lane & 3) == 0;
-  const float s1 = p.scale_bmm1, ssm = p.scale_softmax;
+  const float s1 = p.scale_bmm1, ssm = p.scale_softmax, s1_log2e = __fmul_rn(s1, int8_math::kLog2e);
 
   // The CTA's tile sequence: its passes back to back, n_tiles tiles each; bit k of v_passes says pass k
   // streams V (else K). Tile g goes to ring stage g % kStages, issued kStages - 1 steps
   // ahead, across pass boundaries. One commit group per step (empty past the end), so
-  // cp.async.wait_group(kStages - 2) at step g means tile g has landed.
-  int v_passes = 0, n_passes = 0;
+  // cp.async.wait_group(kStages - 2) at step g means tile g has landed. The next tile to issue is
+  // (issue_pass, issue_tile), tracked incrementally (issue is called once per step, in order).
+  int v_passes = 0, n_passes = 0, issue_pass = 0, issue_tile = 0, issue_stage = 0;
   const KvTileLoader<D, kTileKeys> loader(p, w);
-  auto issue = [&](int g) {
-    if (g < n_passes * n_tiles) {
-      const int pass = g / n_tiles, first = (g - pass * n_tiles) * kTileKeys;
-      loader.issue(ring_s + (g % kStages) * kTileKeys * D, (v_passes >> pass) & 1, first, w.keys);
+  auto issue = [&]() {
+    if (issue_pass < n_passes) {
+      loader.issue(ring_s + issue_stage * (kTileKeys * D), (v_passes >> issue_pass) & 1, issue_tile * kTileKeys,
+                   w.keys);
+      if (++issue_tile == n_tiles) {
+        issue_tile = 0;
+        ++issue_pass;
+      }
+      issue_stage = issue_stage == kStages - 1 ? 0 : issue_stage + 1;
     }
     cuda::ptx::cp_async_commit();
   };
   auto start_sequence = [&](int passes, int v_mask) {
     n_passes = passes;
     v_passes = v_mask;
+    issue_pass = issue_tile = issue_stage = 0;
 #pragma unroll
-    for (int g = 0; g < kStages - 1; ++g) issue(g);
+    for (int g = 0; g < kStages - 1; ++g) issue();
   };
   // One pass: body(tile address, chunk index in the sequence, key offset in the tile, valid keys of the
   // chunk (may be <= 0 in the last tile), masked). A full tile's two chunks run as one straight-line
@@ -176,7 +233,7 @@ __global__ void __launch_bounds__(kBufferedMaxThreads, kBufferedMinBlocks<D, kTi
       cuda::ptx::cp_async_wait<kStages - 2>();
       __syncthreads();  // tile g visible to all; every warp is done with tile g - 1, whose stage tile
                         // g + kStages - 1 reuses
-      issue(g + kStages - 1);
+      issue();  // tile g + kStages - 1
       if (active) {
         const int tile_keys = w.keys - t * kTileKeys;
         const std::uint32_t tile = ring_s + (g % kStages) * kTileKeys * D;
@@ -214,13 +271,13 @@ __global__ void __launch_bounds__(kBufferedMaxThreads, kBufferedMinBlocks<D, kTi
     m[0] = quad_max(m[0]);
     m[1] = quad_max(m[1]);
   };
-  auto sum_pass = [&](int pass, const float (&shift)[2], float (&sum)[2]) {
+  auto sum_pass = [&](int pass, const float (&offset)[2], float (&sum)[2]) {
     sum[0] = sum[1] = 0.0f;
     run_pass(pass, [&](std::uint32_t k_tile, int chunk, int key0, int valid, auto masked) {
       int a[4][4];
       float e[4][4];
       qk_chunk<D>(a, qa, k_tile, key0);
-      exponentials<decltype(masked)::value>(a, e, shift, s1, valid);
+      exponentials<decltype(masked)::value>(a, e, offset, s1_log2e, valid);
       chunk_sum_tree(e, sum);
       store_exponentials(e_buf + chunk * 128, e);
     });
@@ -228,7 +285,7 @@ __global__ void __launch_bounds__(kBufferedMaxThreads, kBufferedMinBlocks<D, kTi
     sum[1] = quad_sum(sum[1]);
   };
 
-  float shift[2] = {p.fixed_bound, p.fixed_bound};
+  float offset[2] = {exp_offset(p.fixed_bound), exp_offset(p.fixed_bound)};
   float sum[2];
   int out_pass = 1;
   if (use_row_max) {
@@ -245,8 +302,8 @@ __global__ void __launch_bounds__(kBufferedMaxThreads, kBufferedMinBlocks<D, kTi
 #pragma unroll
       for (int j = 0; j < 4; ++j) dst[j * 32] = make_int4(a[j][0], a[j][1], a[j][2], a[j][3]);
     });
-    shift[0] = row_max_shift(quad_max(m[0]), s1);
-    shift[1] = row_max_shift(quad_max(m[1]), s1);
+    offset[0] = exp_offset(row_max_shift(quad_max(m[0]), s1));
+    offset[1] = exp_offset(row_max_shift(quad_max(m[1]), s1));
     sum[0] = sum[1] = 0.0f;
     if (active) {
       // Every chunk the K pass wrote (2 per tile; the last tile's may lie past the keys: masked to 0).
@@ -262,7 +319,7 @@ __global__ void __launch_bounds__(kBufferedMaxThreads, kBufferedMinBlocks<D, kTi
           a[j][2] = v.z;
           a[j][3] = v.w;
         }
-        exponentials<decltype(masked)::value>(a, e, shift, s1, valid);
+        exponentials<decltype(masked)::value>(a, e, offset, s1_log2e, valid);
         chunk_sum_tree(e, sum);
         store_exponentials(slot, e);
       };
@@ -281,30 +338,30 @@ __global__ void __launch_bounds__(kBufferedMaxThreads, kBufferedMinBlocks<D, kTi
     sum[0] = quad_sum(sum[0]);
     sum[1] = quad_sum(sum[1]);
   } else {
-    sum_pass(0, shift, sum);
+    sum_pass(0, offset, sum);
   }
 
-  bool zero_a = false, zero_b = false;
+  bool zero_a = false, zero_b = false, kept_failed_rows = false;
   if (!use_row_max) {
     const RowPairVerdict v =
         judge_row_pair(p, sum, active && valid_a, active && valid_b, quad_leader, true, counters);
     zero_a = v.zero_a;
     zero_b = v.zero_b;
-    if (p.bound == BoundMode::guarded) {
-      const bool fail_a = v.fail_a, fail_b = v.fail_b;
-      if (__syncthreads_or(fail_a || fail_b)) {  // rare: the whole CTA takes two more passes over K
-        // Drop the V tiles already in flight: let them land, then restart the ring on [max K, sum K,
-        // out V] (no warp reads the ring after the barrier).
-        cuda::ptx::cp_async_wait<0>();
-        __syncthreads();
-        start_sequence(3, 0b100);
-        int m[2];
-        max_pass(0, m);
-        if (fail_a) shift[0] = row_max_shift(m[0], s1);
-        if (fail_b) shift[1] = row_max_shift(m[1], s1);
-        sum_pass(1, shift, sum);  // unchanged rows store bit-identical exponentials and sums
-        out_pass = 2;
-      }
+    const bool fail_a = v.fail_a, fail_b = v.fail_b;
+    const bool any_failed = __syncthreads_or(fail_a || fail_b);
+    kept_failed_rows = any_failed && p.bound == BoundMode::fixed_bound;
+    if (any_failed && p.bound == BoundMode::guarded) {  // rare: the whole CTA takes two more passes over K
+      // Drop the V tiles already in flight: let them land, then restart the ring on [max K, sum K,
+      // out V] (no warp reads the ring after the barrier).
+      cuda::ptx::cp_async_wait<0>();
+      __syncthreads();
+      start_sequence(3, 0b100);
+      int m[2];
+      max_pass(0, m);
+      if (fail_a) offset[0] = exp_offset(row_max_shift(m[0], s1));
+      if (fail_b) offset[1] = exp_offset(row_max_shift(m[1], s1));
+      sum_pass(1, offset, sum);  // unchanged rows store bit-identical exponentials and sums
+      out_pass = 2;
     }
   }
 
@@ -314,7 +371,7 @@ __global__ void __launch_bounds__(kBufferedMaxThreads, kBufferedMinBlocks<D, kTi
   for (int h = 0; h < kDG; ++h)
 #pragma unroll
     for (int i = 0; i < 4; ++i) acc2[h][0][i] = acc2[h][1][i] = 0;
-  auto out_body = [&](auto clamp) {
+  auto out_body = [&](auto exact) {
     return [&](std::uint32_t v_tile, int chunk, int key0, int, auto) {
       float e[4][4];
       const int4* const src = e_buf + chunk * 128;
@@ -327,18 +384,17 @@ __global__ void __launch_bounds__(kBufferedMaxThreads, kBufferedMinBlocks<D, kTi
         e[j][3] = __int_as_float(v.w);
       }
       std::uint32_t pa[4];
-      pack_probabilities_fast<decltype(clamp)::value>(pa, e, inv_a, inv_b, ssm);
+      pack_probabilities_fast<decltype(exact)::value>(pa, e, inv_a, inv_b, ssm);
       pv_chunk<D>(acc2, pa, [&](int h) { return v_fragment_from_rows<D>(v_tile, key0, h); });
     };
   };
-  if (ssm <= 127.25f) run_pass(out_pass, out_body(std::false_type{}));
+  // The contracted quantization needs scale_softmax <= 127.25 and a finite inv * scale_softmax: a row
+  // that failed the fixed bound and is kept (fixed_bound) may have a sum near 2^-126, whose inverse
+  // times 127 overflows. Both conditions are CTA-uniform.
+  if (ssm <= 127.25f && !kept_failed_rows) run_pass(out_pass, out_body(std::false_type{}));
   else run_pass(out_pass, out_body(std::true_type{}));
 
-  if (active) {
-#pragma unroll
-    for (int h = 0; h < kDG; ++h)
-      store_output_group<D>(p, w, h, acc2[h][0], acc2[h][1], row0 + gl, valid_a, zero_a, valid_b, zero_b);
-  }
+  if (active) store_output_rows<D>(p, w, acc2, row0 + gl, valid_a, zero_a, valid_b, zero_b);
   if (p.slots != nullptr) {
     __syncthreads();
     write_counter_slot(p, counters);
