@@ -10,10 +10,12 @@
 // Pipeline: at the top of every tile step, wait for the tile issued one step earlier, barrier, then
 // issue the next one (this pass's next tile, or the next pass's first) into the other stage, which every
 // warp finished reading before the barrier. The sum pass prefetches K and V of tile 0, as both possible
-// next passes (out, or guarded's max) start there.
+// next passes (out, or guarded's max) start there. Exponentials and probabilities use the buffered
+// schedule's contracted forms (int8_tile.cuh); full tiles run without key tests.
 #pragma once
 #include <climits>
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/fused_sm80/int8_tile.cuh"
 
@@ -41,12 +43,13 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamingMinBlocks<D>) int8_s
   const bool active = row0 < rows;  // warps past the CTA's rows only help with loads and barriers
   const bool valid_a = row0 + gl < rows, valid_b = row0 + gl + 8 < rows;
   const bool quad_leader = (lane & 3) == 0;
-  const float s1 = p.scale_bmm1, ssm = p.scale_softmax;
+  const float s1 = p.scale_bmm1, ssm = p.scale_softmax, s1_log2e = __fmul_rn(s1, int8_math::kLog2e);
 
+  const KvTileLoader<D, kStreamTileKeys> loader(p, w);
   auto issue_tile = [&](int stage, int tile, bool with_v) {
     const int first = tile * kStreamTileKeys;
-    load_rows_async<D>(k_s0 + stage * kTileBytes, p, w, 1, first, kStreamTileKeys, w.keys - first);
-    if (with_v) load_rows_async<D>(v_s0 + stage * kTileBytes, p, w, 2, first, kStreamTileKeys, w.keys - first);
+    loader.issue(k_s0 + stage * kTileBytes, 0, first, w.keys);
+    if (with_v) loader.issue(v_s0 + stage * kTileBytes, 1, first, w.keys);
   };
   load_rows_async<D>(q_s, p, w, 0, w.row_begin, (rows + 15) & ~15, rows);
   issue_tile(0, 0, false);
@@ -66,11 +69,18 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamingMinBlocks<D>) int8_s
       else if (next >= 0) issue_tile(stage ^ 1, 0, next == 1);
       cuda::ptx::cp_async_commit();
       if (active) {
+        // A full tile's chunks as one straight-line block without key tests; only the last, partial
+        // tile masks (its chunks past the keys compute zeros: zero-filled K and V rows, e masked to 0).
         const int tile_keys = w.keys - t * kStreamTileKeys;
+        const std::uint32_t k_tile = k_s0 + stage * kTileBytes, v_tile = v_s0 + stage * kTileBytes;
+        if (tile_keys >= kStreamTileKeys) {
 #pragma unroll
-        for (int c = 0; c < kStreamTileKeys / kChunkKeys; ++c) {
-          const int valid = min(kChunkKeys, tile_keys - c * kChunkKeys);
-          if (valid > 0) body(k_s0 + stage * kTileBytes, v_s0 + stage * kTileBytes, c * kChunkKeys, valid);
+          for (int c = 0; c < kStreamTileKeys / kChunkKeys; ++c)
+            body(k_tile, v_tile, c * kChunkKeys, kChunkKeys, std::false_type{});
+        } else {
+#pragma unroll
+          for (int c = 0; c < kStreamTileKeys / kChunkKeys; ++c)
+            body(k_tile, v_tile, c * kChunkKeys, chunk_valid_keys(tile_keys, c), std::true_type{});
         }
       }
       stage ^= 1;
@@ -80,53 +90,53 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamingMinBlocks<D>) int8_s
   // Integer row maxima over all keys (row_max, and guarded's repair).
   auto max_pass = [&](int (&m)[2], int next) {
     m[0] = m[1] = INT_MIN;
-    run_pass(false, next, [&](std::uint32_t k_tile, std::uint32_t, int key0, int valid) {
+    run_pass(false, next, [&](std::uint32_t k_tile, std::uint32_t, int key0, int valid, auto masked) {
       int a[4][4];
       qk_chunk<D>(a, qa, k_tile, key0);
-      if (valid < kChunkKeys) mask_chunk_acc(a, valid);
+      if constexpr (decltype(masked)::value) mask_chunk_acc(a, valid);
       chunk_row_max(a, m);
     });
     m[0] = quad_max(m[0]);
     m[1] = quad_max(m[1]);
   };
-  auto sum_pass = [&](const float (&shift)[2], float (&sum)[2]) {
+  auto sum_pass = [&](const float (&offset)[2], float (&sum)[2]) {
     sum[0] = sum[1] = 0.0f;
-    run_pass(false, 1, [&](std::uint32_t k_tile, std::uint32_t, int key0, int valid) {
+    run_pass(false, 1, [&](std::uint32_t k_tile, std::uint32_t, int key0, int valid, auto masked) {
       int a[4][4];
       float e[4][4];
       qk_chunk<D>(a, qa, k_tile, key0);
-      chunk_exp(a, e, shift, s1, valid);
-      chunk_sum(e, sum);
+      exponentials<decltype(masked)::value>(a, e, offset, s1_log2e, valid);
+      chunk_sum_tree(e, sum);
     });
     sum[0] = quad_sum(sum[0]);
     sum[1] = quad_sum(sum[1]);
   };
 
-  float shift[2] = {p.fixed_bound, p.fixed_bound};
+  float offset[2] = {exp_offset(p.fixed_bound), exp_offset(p.fixed_bound)};
   if (p.bound == BoundMode::row_max) {
     int m[2];
     max_pass(m, 0);
-    shift[0] = row_max_shift(m[0], s1);
-    shift[1] = row_max_shift(m[1], s1);
+    offset[0] = exp_offset(row_max_shift(m[0], s1));
+    offset[1] = exp_offset(row_max_shift(m[1], s1));
   }
   float sum[2];
-  sum_pass(shift, sum);
+  sum_pass(offset, sum);
 
-  bool zero_a = false, zero_b = false;
+  bool zero_a = false, zero_b = false, kept_failed_rows = false;
   if (p.bound != BoundMode::row_max) {
     const RowPairVerdict v =
         judge_row_pair(p, sum, active && valid_a, active && valid_b, quad_leader, true, counters);
     zero_a = v.zero_a;
     zero_b = v.zero_b;
-    if (p.bound == BoundMode::guarded) {
-      const bool fail_a = v.fail_a, fail_b = v.fail_b;
-      if (__syncthreads_or(fail_a || fail_b)) {  // rare: the whole CTA takes two more passes
-        int m[2];
-        max_pass(m, 0);
-        if (fail_a) shift[0] = row_max_shift(m[0], s1);
-        if (fail_b) shift[1] = row_max_shift(m[1], s1);
-        sum_pass(shift, sum);
-      }
+    const bool fail_a = v.fail_a, fail_b = v.fail_b;
+    const bool any_failed = __syncthreads_or(fail_a || fail_b);
+    kept_failed_rows = any_failed && p.bound == BoundMode::fixed_bound;
+    if (any_failed && p.bound == BoundMode::guarded) {  // rare: the whole CTA takes two more passes
+      int m[2];
+      max_pass(m, 0);
+      if (fail_a) offset[0] = exp_offset(row_max_shift(m[0], s1));
+      if (fail_b) offset[1] = exp_offset(row_max_shift(m[1], s1));
+      sum_pass(offset, sum);
     }
   }
 
@@ -136,21 +146,23 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamingMinBlocks<D>) int8_s
   for (int h = 0; h < kDG; ++h)
 #pragma unroll
     for (int i = 0; i < 4; ++i) acc2[h][0][i] = acc2[h][1][i] = 0;
-  run_pass(true, -1, [&](std::uint32_t k_tile, std::uint32_t v_tile, int key0, int valid) {
-    int a[4][4];
-    float e[4][4];
-    std::uint32_t pa[4];
-    qk_chunk<D>(a, qa, k_tile, key0);
-    chunk_exp(a, e, shift, s1, valid);
-    pack_probabilities(pa, e, inv_a, inv_b, ssm);
-    pv_chunk<D>(acc2, pa, [&](int h) { return v_fragment_from_rows<D>(v_tile, key0, h); });
-  });
+  auto out_body = [&](auto exact) {
+    return [&](std::uint32_t k_tile, std::uint32_t v_tile, int key0, int valid, auto masked) {
+      int a[4][4];
+      float e[4][4];
+      std::uint32_t pa[4];
+      qk_chunk<D>(a, qa, k_tile, key0);
+      exponentials<decltype(masked)::value>(a, e, offset, s1_log2e, valid);
+      pack_probabilities_fast<decltype(exact)::value>(pa, e, inv_a, inv_b, ssm);
+      pv_chunk<D>(acc2, pa, [&](int h) { return v_fragment_from_rows<D>(v_tile, key0, h); });
+    };
+  };
+  // As in the buffered schedule: the contracted quantization needs scale_softmax <= 127.25 and finite
+  // inverse sums (CTA-uniform conditions).
+  if (ssm <= 127.25f && !kept_failed_rows) run_pass(true, -1, out_body(std::false_type{}));
+  else run_pass(true, -1, out_body(std::true_type{}));
 
-  if (active) {
-#pragma unroll
-    for (int h = 0; h < kDG; ++h)
-      store_output_group<D>(p, w, h, acc2[h][0], acc2[h][1], row0 + gl, valid_a, zero_a, valid_b, zero_b);
-  }
+  if (active) store_output_rows<D>(p, w, acc2, row0 + gl, valid_a, zero_a, valid_b, zero_b);
   if (p.slots != nullptr) {
     __syncthreads();
     write_counter_slot(p, counters);

@@ -407,6 +407,139 @@ __device__ __forceinline__ void store_zero_rows(const Int8Params& p, const CtaWo
   }
 }
 
+// ---- shared by the buffered and streaming schedules --------------------------------------------------
+
+// K/V tile copies with the addressing done once: every layout's address is linear in the sequence
+// position (src/core/indexing.hpp), and with a CTA of 32 * warps threads (a multiple of D / 16) each
+// thread always copies the same 16-byte column c of rows r0, r0 + rstep, ... of a tile. Per tile: one
+// 64-bit multiply-add for the first row, then pointer and offset increments (the loop runs at most
+// kTileKeys * D / 16 / 32 times).
+template <int D, int kTileKeys>
+struct KvTileLoader {
+  const std::int8_t* base_k;  // position 0 of the thread's column of K
+  const std::int8_t* base_v;  // ... of V (two named pointers: an array indexed at run time goes to local memory)
+  std::int64_t step;           // bytes between consecutive sequence positions
+  std::int64_t rstep_bytes;    // step * rstep
+  int r0, rstep, c;
+
+  KvTileLoader() = default;
+  __device__ __forceinline__ KvTileLoader(const Int8Params& p, const CtaWork& w) {
+    constexpr int kChunks = Tile<D>::kChunks;
+    c = threadIdx.x % kChunks;
+    r0 = threadIdx.x / kChunks;
+    rstep = blockDim.x / kChunks;
+    base_k = p.qkv + qkv_offset(p.layout, w.row0, 1, w.head, c * 16, p.num_heads, D, p.num_tokens);
+    base_v = p.qkv + qkv_offset(p.layout, w.row0, 2, w.head, c * 16, p.num_heads, D, p.num_tokens);
+    step = qkv_offset(p.layout, w.row0 + w.row_step, 1, w.head, c * 16, p.num_heads, D, p.num_tokens) -
+           qkv_offset(p.layout, w.row0, 1, w.head, c * 16, p.num_heads, D, p.num_tokens);
+    rstep_bytes = step * rstep;
+  }
+  // Positions first .. first + kTileKeys - 1 of K (v = 0) or V (v = 1) into a tile; positions at or past `keys` are
+  // zero-filled and not read.
+  __device__ __forceinline__ void issue(std::uint32_t tile, int v, int first, int keys) const {
+    const std::int8_t* const b = v ? base_v : base_k;
+    const std::int8_t* src = b + static_cast<std::int64_t>(first + r0) * step;
+    int left = keys - first - r0;  // valid rows from the thread's current row on
+    for (int r = r0; r < kTileKeys; r += rstep, src += rstep_bytes, left -= rstep) {
+      const bool ok = left > 0;
+      cuda::ptx::cp_async_16(tile + Tile<D>::offset(r, c), ok ? src : b, ok);
+    }
+  }
+};
+
+// Probabilities of one chunk -> P·V A fragment (pack_probabilities' key order). kExact = false: the
+// contracted form (contracted_probability_byte, with inv * scale_softmax per row), which needs no
+// saturation when scale_softmax <= 127.25: the row sum is >= each of its terms (FP32 addition of
+// non-negative numbers is monotonic), so e * fl(fl(1 / sum) * scale_softmax) <= 127.25 (1 + 2^-23)^2 <
+// 127.5 rounds to <= 127 (and k must be finite). kExact = true (scale_softmax > 127.25, i.e. dq_probs <
+// 1/127.25, or rows with tiny sums): SPEC 5.0 step 6 as written, saturation included.
+template <bool kExact>
+__device__ __forceinline__ void pack_probabilities_fast(std::uint32_t (&pa)[4], const float (&e)[4][4], float inv0,
+                                                        float inv1, float ssm) {
+  if constexpr (kExact) {
+    pack_probabilities(pa, e, inv0, inv1, ssm);
+  } else {
+    using cuda::ptx::pack_low_bytes;
+    const float k0 = __fmul_rn(inv0, ssm), k1 = __fmul_rn(inv1, ssm);
+    auto byte = [](float v, float k) { return contracted_probability_byte(v, k); };
+    pa[0] = pack_low_bytes(byte(e[0][0], k0), byte(e[0][1], k0), byte(e[1][0], k0), byte(e[1][1], k0));
+    pa[1] = pack_low_bytes(byte(e[0][2], k1), byte(e[0][3], k1), byte(e[1][2], k1), byte(e[1][3], k1));
+    pa[2] = pack_low_bytes(byte(e[2][0], k0), byte(e[2][1], k0), byte(e[3][0], k0), byte(e[3][1], k0));
+    pa[3] = pack_low_bytes(byte(e[2][2], k1), byte(e[2][3], k1), byte(e[3][2], k1), byte(e[3][3], k1));
+  }
+}
+
+// Valid keys of chunk c of a tile holding tile_keys keys, clamped to 0 .. 32: key_in_range compares an
+// unsigned lane expression with it, so a negative count would make every key look valid.
+__device__ __forceinline__ int chunk_valid_keys(int tile_keys, int c) {
+  return max(0, min(kChunkKeys, tile_keys - c * kChunkKeys));
+}
+
+// Exponentials of one chunk in the contracted form (contracted_exp; offset[r] = exp_offset(shift of
+// row half r)); kMasked: keys at or past `valid` (0 .. 32) get 0, else every key is valid and nothing
+// is tested.
+template <bool kMasked>
+__device__ __forceinline__ void exponentials(const int (&acc)[4][4], float (&e)[4][4], const float (&offset)[2],
+                                             float scale_log2e, int valid) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      e[j][i] = contracted_exp(acc[j][i], scale_log2e, offset[i >> 1]);
+      if constexpr (kMasked) e[j][i] = key_in_range(j, i, valid) ? e[j][i] : 0.0f;
+    }
+}
+
+// Adds one chunk's exponentials to the row partial sums as a balanced tree (short dependency chains).
+// One fixed order for every pass, so a guarded repair recomputes unchanged rows' sums bit for bit.
+__device__ __forceinline__ void chunk_sum_tree(const float (&e)[4][4], float (&sum)[2]) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int i = 2 * r;
+    sum[r] += ((e[0][i] + e[0][i + 1]) + (e[1][i] + e[1][i + 1])) + ((e[2][i] + e[2][i + 1]) + (e[3][i] + e[3][i + 1]));
+  }
+}
+
+// SPEC 5.0 step 8 with the saturation done in FP32 and the rounding by the 1.5 * 2^23 trick (no
+// conversion unit): the same byte as int8_requantize, since float(acc2) * scale_bmm2 is never NaN.
+__device__ __forceinline__ std::uint32_t requantize_byte(int acc2, float scale_bmm2) {
+  const float v = __fmul_rn(__int2float_rn(acc2), scale_bmm2);
+  return cuda::ptx::rne_to_low_byte(fminf(fmaxf(v, -128.0f), 127.0f));
+}
+
+// The item's context rows row_a and row_a + 8 of the thread (columns 16h + 4q .. 16h + 4q + 3 of every
+// group h, store_output_group's layout), with each row's and column's address computed once.
+template <int D>
+__device__ __forceinline__ void store_output_rows(const Int8Params& p, const CtaWork& w,
+                                                  const int (&acc2)[D / 16][2][4], int row_a, bool valid_a,
+                                                  bool zero_a, bool valid_b, bool zero_b) {
+  using cuda::ptx::pack_low_bytes;
+  const int q = threadIdx.x & 3;
+  const float s2 = p.scale_bmm2;
+  auto row_ptr = [&](int r) {
+    const std::int64_t t = w.row0 + static_cast<std::int64_t>(w.row_begin + r) * w.row_step;
+    return p.out + out_row_offset(p.layout, t, p.num_heads, D);
+  };
+  std::int8_t* const out_a = row_ptr(valid_a ? row_a : 0);
+  std::int8_t* const out_b = row_ptr(valid_b ? row_a + 8 : 0);
+#pragma unroll
+  for (int h = 0; h < D / 16; ++h) {
+    const std::int64_t col = out_col_offset(p.layout, w.head, 16 * h + 4 * q, D, p.num_tokens);
+    const int(&even)[4] = acc2[h][0];
+    const int(&odd)[4] = acc2[h][1];
+    if (valid_a)
+      *reinterpret_cast<std::uint32_t*>(out_a + col) =
+          zero_a ? 0u
+                 : pack_low_bytes(requantize_byte(even[0], s2), requantize_byte(odd[0], s2),
+                                  requantize_byte(even[1], s2), requantize_byte(odd[1], s2));
+    if (valid_b)
+      *reinterpret_cast<std::uint32_t*>(out_b + col) =
+          zero_b ? 0u
+                 : pack_low_bytes(requantize_byte(even[2], s2), requantize_byte(odd[2], s2),
+                                  requantize_byte(even[3], s2), requantize_byte(odd[3], s2));
+  }
+}
+
 // The prologue of every INT8 schedule: CTA 0 rewrites the StatsBlock (checking cu_seqlens in
 // varlen mode), the CTA's shared counters are cleared, and its work is resolved. Returns false when
 // the CTA has nothing left to compute: an unused slot, or a sequence with no valid key, whose rows it
