@@ -101,10 +101,11 @@ TEST(FusedInt8Policy, ScheduleAndGrid) {
   using namespace fused_int8;
   const int smem = 227 * 1024;
   const Int8Options resident{Int8Options::Force::resident, 0};
-  // Automatic: buffered while its row buffers leave 8 warps per SM (exponentials in shared memory, one
-  // exponential per element: S <= 384 at D = 64), streaming beyond.
+  // Automatic: buffered while its row buffers leave 12 warps per SM (exponentials in shared memory, one
+  // exponential per element: S <= 128 at D = 64), streaming (two exponentials, 16 warps per SM) beyond.
   EXPECT_EQ(plan_int8_launch(64, MaskMode::varlen, 128, 128, 128 * 128, 12, smem).schedule, Int8Schedule::buffered);
-  EXPECT_EQ(plan_int8_launch(64, MaskMode::varlen, 32, 384, 32 * 384, 16, smem).schedule, Int8Schedule::buffered);
+  EXPECT_EQ(plan_int8_launch(64, MaskMode::varlen, 32, 384, 32 * 384, 16, smem).schedule, Int8Schedule::streaming);
+  EXPECT_EQ(plan_int8_launch(64, MaskMode::varlen, 32, 384, 32 * 384, 16, smem).tile_keys, kStreamTileKeys);
   EXPECT_EQ(plan_int8_launch(64, MaskMode::varlen, 32, 512, 32 * 512, 16, smem).schedule, Int8Schedule::streaming);
   EXPECT_EQ(buffered_occupancy(64, 384, smem, 128).warps_per_sm, 8);
   EXPECT_EQ(buffered_occupancy(64, 512, smem, 128).warps_per_sm, 6);
@@ -118,7 +119,6 @@ TEST(FusedInt8Policy, ScheduleAndGrid) {
   EXPECT_LE(l.smem_bytes, kTwoCtaSmem);
   EXPECT_EQ(l.tile_slots, 128 * 128 / l.block_m + 128);  // varlen: floor(T / BM) + B slots per head
   EXPECT_EQ(l.ctas, l.tile_slots * 12);
-  EXPECT_EQ(plan_int8_launch(64, MaskMode::varlen, 32, 384, 32 * 384, 16, smem).schedule, Int8Schedule::buffered);
   EXPECT_EQ(plan_int8_launch(64, MaskMode::none, 1, 513, 513, 1, smem, resident).key_groups, 8);  // beyond capacity
   EXPECT_EQ(plan_int8_launch(64, MaskMode::none, 1, 512, 512, 1, smem, resident).key_groups, 4);
   EXPECT_EQ(plan_int8_launch(64, MaskMode::none, 1, 1025, 1025, 1, smem).schedule, Int8Schedule::streaming);
@@ -156,12 +156,12 @@ TEST(FusedInt8Policy, BufferedFits) {
   EXPECT_EQ(choose_buffered_warps(64, 512, smem), 3);  // 4 warps (140 KiB) would leave 4 warps per SM
   // 64-key tiles up to S = 128, 128-key tiles beyond (same ring size: 4 x 64 or 2 x 128 keys).
   EXPECT_EQ(plan_int8_launch(64, MaskMode::none, 128, 128, 128 * 128, 12, smem).tile_keys, 64);
-  const Int8Launch s384 = plan_int8_launch(64, MaskMode::none, 32, 384, 32 * 384, 16, smem);
+  const Int8Launch s384 = plan_int8_launch(64, MaskMode::none, 32, 384, 32 * 384, 16, smem, buffered);
   EXPECT_EQ(s384.tile_keys, 128);
   EXPECT_EQ(s384.block_m, 64);
   EXPECT_EQ(s384.keys_capacity, 384);
   EXPECT_EQ(buffered_smem(64, 64, 384, 128).total, buffered_smem(64, 64, 384, 64).total);
-  EXPECT_EQ(plan_int8_launch(64, MaskMode::none, 32, 384, 32 * 384, 16, smem, Int8Options{Int8Options::Force::automatic, 0, 64}).tile_keys, 64);
+  EXPECT_EQ(plan_int8_launch(64, MaskMode::none, 32, 384, 32 * 384, 16, smem, Int8Options{Int8Options::Force::buffered, 0, 64}).tile_keys, 64);
   for (int S : {1, 63, 64, 65, 200, 384, 511, 512, 1024})
     for (int D : {32, 64, 128})
       for (MaskMode m : {MaskMode::lengths, MaskMode::varlen}) {
@@ -367,6 +367,24 @@ TEST(FusedInt8, BufferedOtherTileKeys) {
       ScopedEnv tiles("QKV2CTX_INT8_TILE_KEYS", S <= 128 ? "128" : "64");
       check(d, int8_spec(mask, 5, S, sc), "buffered");
     }
+}
+
+// The streaming schedule with both tile sizes (QKV2CTX_INT8_TILE_KEYS): full tiles run without key
+// tests, the last tile masks; lengths that end anywhere in a tile, every mask and bound mode.
+TEST(FusedInt8, StreamingTileKeys) {
+  QKV2CTX_REQUIRE_GPU();
+  const BoundMode bounds[] = {BoundMode::row_max, BoundMode::fixed_bound, BoundMode::guarded};
+  int k = 0;
+  for (const char* tile_keys : {"64", "128"})
+    for (int S : {1, 65, 129, 200, 513, 1000})
+      for (MaskMode mask : {MaskMode::none, MaskMode::lengths, MaskMode::varlen}) {
+        ++k;
+        const Layout layout = mask == MaskMode::varlen && k % 2 ? Layout::chw32 : (k % 2 ? Layout::trt : Layout::hf);
+        const Scales& sc = (k % 2) ? kStress : kBenign;
+        const AttentionDesc d = int8_desc(2, k % 3 == 0 ? 128 : (k % 3 == 1 ? 64 : 32), layout, mask, bounds[k % 3], sc);
+        ScopedEnv tiles("QKV2CTX_INT8_TILE_KEYS", tile_keys);
+        check(d, int8_spec(mask, 3, S, sc), "streaming");
+      }
 }
 
 TEST(FusedInt8, RejectsBadTileKeys) {

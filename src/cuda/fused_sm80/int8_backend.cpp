@@ -209,7 +209,7 @@ fused_int8::Int8Options options_from_env(fused_int8::Int8Options o) {
       const std::string s(v);
       if (s != "64" && s != "128")
         throw Error(ErrorCode::invalid_argument,
-                    "QKV2CTX_INT8_TILE_KEYS = '" + s + "' is not allowed: 64 or 128 (buffered schedule)");
+                    "QKV2CTX_INT8_TILE_KEYS = '" + s + "' is not allowed: 64 or 128 (buffered and streaming schedules)");
       o.tile_keys = std::atoi(v);
     }
   }

@@ -42,7 +42,7 @@ void launch_int8_instance(const Int8Params& p, const Int8Launch& l, cudaStream_t
   if (ctas > 0x7fffffffLL)
     throw Error(ErrorCode::unsupported, "fused INT8 attention: " + std::to_string(ctas) +
                                             " CTAs exceed the grid limit of 2^31 - 1");
-  static std::atomic<std::uint64_t> resident_opted{0}, streaming_opted{0}, buffered_opted{0}, buffered128_opted{0};
+  static std::atomic<std::uint64_t> resident_opted{0}, streaming_opted{0}, streaming128_opted{0}, buffered_opted{0}, buffered128_opted{0};
   if (l.schedule == Int8Schedule::buffered) {
     const unsigned threads = static_cast<unsigned>(l.block_m / 16 * 32);
     if (l.tile_keys == 128) {
@@ -58,8 +58,13 @@ void launch_int8_instance(const Int8Params& p, const Int8Launch& l, cudaStream_t
     int8_resident_kernel<D><<<static_cast<unsigned>(ctas), kResidentThreads, l.smem_bytes, stream>>>(p);
     QKV2CTX_CHECK_LAUNCH("int8_resident_kernel");
   } else {
-    opt_in_shared_memory(int8_streaming_kernel<D>, streaming_opted);
-    int8_streaming_kernel<D><<<static_cast<unsigned>(ctas), kStreamThreads, l.smem_bytes, stream>>>(p);
+    if (l.tile_keys == 128) {
+      opt_in_shared_memory(int8_streaming_kernel<D, 128>, streaming128_opted);
+      int8_streaming_kernel<D, 128><<<static_cast<unsigned>(ctas), kStreamThreads, l.smem_bytes, stream>>>(p);
+    } else {
+      opt_in_shared_memory(int8_streaming_kernel<D, 64>, streaming_opted);
+      int8_streaming_kernel<D, 64><<<static_cast<unsigned>(ctas), kStreamThreads, l.smem_bytes, stream>>>(p);
+    }
     QKV2CTX_CHECK_LAUNCH("int8_streaming_kernel");
   }
 }

@@ -43,15 +43,19 @@ inline constexpr int kResidentMaxKeys = kMaxKeyGroups * kKeysPerWarp;
 // 8 warps per SM (255 registers) cost more than the second pass of exponentials saves.
 inline constexpr int kResidentAutoMaxKeys = 128;
 inline constexpr int kStreamBlockM = kStreamWarps * 16;  // streaming: query rows per CTA
-inline constexpr int kStreamTileKeys = 64;               // streaming: keys per K/V tile
+// streaming: keys per K/V tile (default; 64 or 128). Measured on an H100 (D = 64, guarded, µs, 64 vs 128):
+// S = 384 H = 16 B = 32: 105.6 vs 102.3; S = 512 H = 12 B = 32: 130.5 vs 125.3; S = 2048 B = 8: 580.4 vs 542.3.
+inline constexpr int kStreamTileKeys = 128;
 inline constexpr int kBufferedMaxWarps = 4;              // buffered: warps (16 rows each) per CTA, at most
 inline constexpr int kBufferedMaxThreads = kBufferedMaxWarps * 32;
 inline constexpr int kEChunkBytes = 16 * kChunkKeys * 4;  // buffered: one warp's exponentials of a 32-key chunk
 inline constexpr int kBufferedAutoMaxKeys = 512;         // buffered: automatic choice up to this S
-// ... and only with at least this many warps per SM. Measured on an H100 (D = 64, guarded, µs): S = 384
-// (8 warps per SM) buffered 129.7 vs streaming 149.5; S = 512 (6 warps per SM: 3-warp CTAs, 112 KiB)
-// buffered 281.8 vs streaming 249.9 (H = 16, B = 32), 212.5 vs 188.0 (H = 12).
-inline constexpr int kBufferedAutoMinWarpsPerSm = 8;
+// ... and only with at least this many warps per SM: the streaming schedule computes every exponential
+// twice but keeps 16 warps per SM, and wins as soon as the buffers cut buffered below 12. Measured on an
+// H100 (D = 64, guarded, µs, after both schedules got the contracted forms): S = 128 (16 warps per SM)
+// buffered 45.7 vs streaming 55.1 (H = 12, B = 128); S = 384 (8 warps per SM) buffered 114.9 vs
+// streaming 102.3 (H = 16, B = 32); S = 512: streaming 125.3 (H = 12) and 164.0 (H = 16).
+inline constexpr int kBufferedAutoMinWarpsPerSm = 12;
 // buffered: keys per K/V tile (64 or 128, a kernel template parameter) and ring stages (tiles in flight
 // + 1): 64-key tiles are short steps (16 rows x 64 keys per warp), so one tile of prefetch does not cover
 // an L2 round trip (measured with 2 stages: ~1100 cycles per tile of a K pass); 4 stages of 64 keys or 2 of
@@ -75,7 +79,8 @@ enum class Int8Schedule : std::uint8_t { resident, streaming, buffered };
 struct Int8Options {
   enum class Force : std::uint8_t { automatic, resident, streaming, buffered } force = Force::automatic;
   int block_m = 0;  // resident, buffered: query rows per CTA (a multiple of 16; buffered <= 64); 0 = choose
-  int tile_keys = 0;  // buffered: keys per K/V tile, 64 or 128; 0 = buffered_tile_keys(S)
+  int tile_keys = 0;  // buffered, streaming: keys per K/V tile, 64 or 128; 0 = buffered_tile_keys(S) /
+                      // kStreamTileKeys
 };
 
 // Per-CTA counter slots (fixed_bound / guarded): each CTA writes its own, so no counter has to be
@@ -139,7 +144,12 @@ inline constexpr int kVStageKeys = kResidentWarps * 16 * 4;
 inline constexpr int kTwoCtaSmem = 112 * 1024;
 
 // streaming: Q [128][D] | K ring [2][64][D] | V ring [2][64][D].
-constexpr int streaming_smem(int head_size) { return (kStreamBlockM + 4 * kStreamTileKeys) * head_size; }
+constexpr int streaming_smem(int head_size, int tile_keys = kStreamTileKeys) {
+  return (kStreamBlockM + 4 * tile_keys) * head_size;
+}
+constexpr int streaming_tile_keys(int forced_tile_keys = 0) {
+  return forced_tile_keys == 64 || forced_tile_keys == 128 ? forced_tile_keys : kStreamTileKeys;
+}
 
 // buffered: ring [buffered_stages][tile_keys][D] (K or V tiles) | exponentials [block_m / 16 warps][cap / 32
 // chunks] x kEChunkBytes. Q [block_m][D] is staged at the start of the exponential region: every warp
@@ -163,7 +173,7 @@ constexpr BufferedSmem buffered_smem(int head_size, int block_m, int keys_capaci
 struct Int8Launch {
   Int8Schedule schedule = Int8Schedule::streaming;
   int block_m = kStreamBlockM;
-  int tile_keys = kBufferedDefaultTileKeys;  // buffered
+  int tile_keys = kBufferedDefaultTileKeys;  // buffered, streaming
   int key_groups = 1;
   int keys_capacity = 0;
   int smem_bytes = 0;
@@ -299,7 +309,8 @@ inline Int8Launch plan_int8_launch(int head_size, MaskMode mask, int batch, int 
   } else {
     l.schedule = Int8Schedule::streaming;
     l.block_m = kStreamBlockM;
-    l.smem_bytes = streaming_smem(head_size);
+    l.tile_keys = streaming_tile_keys(opt.tile_keys);
+    l.smem_bytes = streaming_smem(head_size, l.tile_keys);
   }
   l.tile_slots = tile_slots_for(mask, l.block_m, max_seqlen, num_tokens, batch);
   l.ctas = l.tile_slots * num_heads * (mask == MaskMode::varlen ? 1 : batch);

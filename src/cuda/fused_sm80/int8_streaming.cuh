@@ -1,5 +1,5 @@
-// The streaming INT8 schedule (int8_params.hpp), for sequences too long for the resident one: one CTA =
-// 128 query rows (8 warps x 16) of one (sequence, head); K/V tiles of 64 keys through a 2-stage cp.async
+// The streaming INT8 schedule (int8_params.hpp), for sequences too long for the buffered one: one CTA =
+// 128 query rows (8 warps x 16) of one (sequence, head); K/V tiles of 64 or 128 keys through a 2-stage cp.async
 // ring; passes over the keys:
 //   [max]  row_max only: Q·Kᵀ and the integer row maximum (no exponential),
 //   sum    Q·Kᵀ, exponentials with the row's shift, row sums,
@@ -24,7 +24,7 @@ namespace qkv2ctx::fused_int8 {
 template <int D>
 inline constexpr int kStreamingMinBlocks = D <= 64 ? 2 : 1;
 
-template <int D>
+template <int D, int kStreamTileKeys>
 __global__ void __launch_bounds__(kStreamThreads, kStreamingMinBlocks<D>) int8_streaming_kernel(const Int8Params p) {
   constexpr int kDG = Tile<D>::kDGroups;
   constexpr int kTileBytes = kStreamTileKeys * D;
