@@ -42,31 +42,34 @@ void launch_int8_instance(const Int8Params& p, const Int8Launch& l, cudaStream_t
   if (ctas > 0x7fffffffLL)
     throw Error(ErrorCode::unsupported, "fused INT8 attention: " + std::to_string(ctas) +
                                             " CTAs exceed the grid limit of 2^31 - 1");
-  static std::atomic<std::uint64_t> resident_opted{0}, streaming_opted{0}, streaming128_opted{0}, buffered_opted{0}, buffered128_opted{0};
+  // One opt-in flag per kernel instance; each schedule picks its instance, then one launch path.
+  static std::atomic<std::uint64_t> resident_opted{0}, streaming_opted{0}, streaming128_opted{0}, buffered_opted{0},
+      buffered128_opted{0};
+  Int8Kernel kernel = nullptr;
+  std::atomic<std::uint64_t>* opted = nullptr;
+  unsigned threads = 0;
+  const char* name = nullptr;
+  const bool long_tiles = l.tile_keys == 128;
   if (l.schedule == Int8Schedule::buffered) {
-    const unsigned threads = static_cast<unsigned>(l.block_m / 16 * 32);
-    if (l.tile_keys == 128) {
-      opt_in_shared_memory(int8_buffered_kernel<D, 128>, buffered128_opted);
-      int8_buffered_kernel<D, 128><<<static_cast<unsigned>(ctas), threads, l.smem_bytes, stream>>>(p);
-    } else {
-      opt_in_shared_memory(int8_buffered_kernel<D, 64>, buffered_opted);
-      int8_buffered_kernel<D, 64><<<static_cast<unsigned>(ctas), threads, l.smem_bytes, stream>>>(p);
-    }
-    QKV2CTX_CHECK_LAUNCH("int8_buffered_kernel");
+    kernel = long_tiles ? int8_buffered_kernel<D, 128> : int8_buffered_kernel<D, 64>;
+    opted = long_tiles ? &buffered128_opted : &buffered_opted;
+    threads = static_cast<unsigned>(l.block_m / 16 * 32);
+    name = "launch int8_buffered_kernel";
   } else if (l.schedule == Int8Schedule::resident) {
-    opt_in_shared_memory(int8_resident_kernel<D>, resident_opted);
-    int8_resident_kernel<D><<<static_cast<unsigned>(ctas), kResidentThreads, l.smem_bytes, stream>>>(p);
-    QKV2CTX_CHECK_LAUNCH("int8_resident_kernel");
+    kernel = int8_resident_kernel<D>;
+    opted = &resident_opted;
+    threads = kResidentThreads;
+    name = "launch int8_resident_kernel";
   } else {
-    if (l.tile_keys == 128) {
-      opt_in_shared_memory(int8_streaming_kernel<D, 128>, streaming128_opted);
-      int8_streaming_kernel<D, 128><<<static_cast<unsigned>(ctas), kStreamThreads, l.smem_bytes, stream>>>(p);
-    } else {
-      opt_in_shared_memory(int8_streaming_kernel<D, 64>, streaming_opted);
-      int8_streaming_kernel<D, 64><<<static_cast<unsigned>(ctas), kStreamThreads, l.smem_bytes, stream>>>(p);
-    }
-    QKV2CTX_CHECK_LAUNCH("int8_streaming_kernel");
+    kernel = long_tiles ? int8_streaming_kernel<D, 128> : int8_streaming_kernel<D, 64>;
+    opted = long_tiles ? &streaming128_opted : &streaming_opted;
+    threads = kStreamThreads;
+    name = "launch int8_streaming_kernel";
   }
+  opt_in_shared_memory(kernel, *opted);
+  kernel<<<static_cast<unsigned>(ctas), threads, l.smem_bytes, stream>>>(p);
+  if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess)  // QKV2CTX_CHECK_LAUNCH for a run-time name
+    cuda::throw_cuda_error(err, name, __FILE__, __LINE__);
 }
 
 }  // namespace qkv2ctx::fused_int8
