@@ -24,10 +24,10 @@ namespace qkv2ctx::fused_int8 {
 template <int D>
 inline constexpr int kStreamingMinBlocks = D <= 64 ? 2 : 1;
 
-template <int D, int kStreamTileKeys>
+template <int D, int kTileKeys>
 __global__ void __launch_bounds__(kStreamThreads, kStreamingMinBlocks<D>) int8_streaming_kernel(const Int8Params p) {
   constexpr int kDG = Tile<D>::kDGroups;
-  constexpr int kTileBytes = kStreamTileKeys * D;
+  constexpr int kTileBytes = kTileKeys * D;
   extern __shared__ __align__(128) std::uint8_t smem[];
   __shared__ CtaCounters counters;
 
@@ -38,16 +38,16 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamingMinBlocks<D>) int8_s
   const std::uint32_t q_s = smem_u32(smem);
   const std::uint32_t k_s0 = q_s + kStreamBlockM * D, v_s0 = k_s0 + 2 * kTileBytes;
   const int rows = w.row_end - w.row_begin;
-  const int n_tiles = (w.keys + kStreamTileKeys - 1) / kStreamTileKeys;
+  const int n_tiles = (w.keys + kTileKeys - 1) / kTileKeys;
   const int row0 = warp * 16, gl = lane >> 2;
   const bool active = row0 < rows;  // warps past the CTA's rows only help with loads and barriers
   const bool valid_a = row0 + gl < rows, valid_b = row0 + gl + 8 < rows;
   const bool quad_leader = (lane & 3) == 0;
   const float s1 = p.scale_bmm1, ssm = p.scale_softmax, s1_log2e = __fmul_rn(s1, int8_math::kLog2e);
 
-  const KvTileLoader<D, kStreamTileKeys> loader(p, w);
+  const KvTileLoader<D, kTileKeys> loader(p, w);
   auto issue_tile = [&](int stage, int tile, bool with_v) {
-    const int first = tile * kStreamTileKeys;
+    const int first = tile * kTileKeys;
     loader.issue(k_s0 + stage * kTileBytes, 0, first, w.keys);
     if (with_v) loader.issue(v_s0 + stage * kTileBytes, 1, first, w.keys);
   };
@@ -71,15 +71,15 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamingMinBlocks<D>) int8_s
       if (active) {
         // A full tile's chunks as one straight-line block without key tests; only the last, partial
         // tile masks (its chunks past the keys compute zeros: zero-filled K and V rows, e masked to 0).
-        const int tile_keys = w.keys - t * kStreamTileKeys;
+        const int tile_keys = w.keys - t * kTileKeys;
         const std::uint32_t k_tile = k_s0 + stage * kTileBytes, v_tile = v_s0 + stage * kTileBytes;
-        if (tile_keys >= kStreamTileKeys) {
+        if (tile_keys >= kTileKeys) {
 #pragma unroll
-          for (int c = 0; c < kStreamTileKeys / kChunkKeys; ++c)
+          for (int c = 0; c < kTileKeys / kChunkKeys; ++c)
             body(k_tile, v_tile, c * kChunkKeys, kChunkKeys, std::false_type{});
         } else {
 #pragma unroll
-          for (int c = 0; c < kStreamTileKeys / kChunkKeys; ++c)
+          for (int c = 0; c < kTileKeys / kChunkKeys; ++c)
             body(k_tile, v_tile, c * kChunkKeys, chunk_valid_keys(tile_keys, c), std::true_type{});
         }
       }

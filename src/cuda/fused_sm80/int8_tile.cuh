@@ -1,4 +1,4 @@
-// Device building blocks of the fused INT8 kernels (int8_resident.cuh, int8_streaming.cuh): which work a
+// Device building blocks of the fused INT8 kernels (int8_buffered.cuh, int8_streaming.cuh, int8_resident.cuh): which work a
 // CTA owns, shared-memory tiles, the two GEMMs on 16-row warp tiles, the SPEC 5.0 per-element steps and
 // the epilogue. Fragment layouts are those of ptx_int8.cuh (g = lane / 4, q = lane % 4).
 //
@@ -202,7 +202,7 @@ __device__ __forceinline__ float shifted_exp(int acc1, float scale_bmm1, float s
   return cuda::ex2_approx_ftz(__fmul_rn(__fsub_rn(x, shift), int8_math::kLog2e));
 }
 
-// The buffered schedule's contracted form of steps 2-4: t = fma(float(acc1), fl(scale_bmm1 * log2e),
+// The buffered and streaming schedules' contracted form of steps 2-4: t = fma(float(acc1), fl(scale_bmm1 * log2e),
 // -fl(shift * log2e)), one rounding instead of three (two FP32 instructions fewer per element, the
 // largest single cost of the exponential pass). It differs from the step list by a few ulp of t,
 // i.e. a relative 1e-6-scale change of e, which moves a quantized probability across its rounding
@@ -422,7 +422,6 @@ struct KvTileLoader {
   std::int64_t rstep_bytes;    // step * rstep
   int r0, rstep, c;
 
-  KvTileLoader() = default;
   __device__ __forceinline__ KvTileLoader(const Int8Params& p, const CtaWork& w) {
     constexpr int kChunks = Tile<D>::kChunks;
     c = threadIdx.x % kChunks;
