@@ -86,4 +86,12 @@ __device__ __forceinline__ std::uint32_t rne_to_low_byte(float x) {
   return static_cast<std::uint32_t>(__float_as_int(__fadd_rn(x, 12582912.0f)));
 }
 
+// sat8(RNE(x)) (NaN -> 0) in bits 0..7 of the result, the rest sign bits: cvt.rni.sat.s8.f32, one
+// conversion instruction instead of a rounding plus two clamps.
+__device__ __forceinline__ std::uint32_t sat_s8_rne(float x) {
+  std::uint32_t r;
+  asm("cvt.rni.sat.s8.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return r;
+}
+
 }  // namespace qkv2ctx::cuda::ptx

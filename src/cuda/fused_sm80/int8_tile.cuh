@@ -350,7 +350,9 @@ __device__ __forceinline__ RowPairVerdict judge_row_pair(const Int8Params& p, co
   const RowOutcome ob = valid_b ? fixed_bound_outcome(sum[1]) : RowOutcome{false, false};
   const bool fail_a = oa.underflow || oa.overflow, fail_b = ob.underflow || ob.overflow;
   const bool fixed = p.bound == BoundMode::fixed_bound;
-  if (count) {
+  // Nothing to count unless some row of the warp failed (rare): one vote instead of six. `count` is
+  // warp-uniform, so the whole warp takes the branch.
+  if (count && __any_sync(0xffffffffu, fail_a || fail_b)) {
     count_rows(&counters.underflow, quad_leader && oa.underflow);
     count_rows(&counters.underflow, quad_leader && ob.underflow);
     count_rows(&counters.overflow, quad_leader && oa.overflow);
@@ -499,11 +501,10 @@ __device__ __forceinline__ void chunk_sum_tree(const float (&e)[4][4], float (&s
   }
 }
 
-// SPEC 5.0 step 8 with the saturation done in FP32 and the rounding by the 1.5 * 2^23 trick (no
-// conversion unit): the same byte as int8_requantize, since float(acc2) * scale_bmm2 is never NaN.
+// SPEC 5.0 step 8 in the low byte: sat8(RNE(float(acc2) * scale_bmm2)) with one cvt.rni.sat.s8.f32
+// (rounding and saturation in one instruction): the same byte as int8_requantize.
 __device__ __forceinline__ std::uint32_t requantize_byte(int acc2, float scale_bmm2) {
-  const float v = __fmul_rn(__int2float_rn(acc2), scale_bmm2);
-  return cuda::ptx::rne_to_low_byte(fminf(fmaxf(v, -128.0f), 127.0f));
+  return cuda::ptx::sat_s8_rne(__fmul_rn(__int2float_rn(acc2), scale_bmm2));
 }
 
 // The item's context rows row_a and row_a + 8 of the thread (columns 16h + 4q .. 16h + 4q + 3 of every
