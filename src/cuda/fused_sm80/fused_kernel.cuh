@@ -28,6 +28,7 @@
 #include "core/indexing.hpp"
 #include "cuda/common/cu_seqlens_check.cuh"
 #include "cuda/common/ptx.cuh"
+#include "cuda/common/quad_reduce.cuh"
 #include "cuda/fused_sm80/fused_params.hpp"
 #include "cuda/fused_sm80/fused_schedule.cuh"
 #include "cuda/fused_sm80/fused_tile_policy.hpp"
@@ -110,14 +111,8 @@ struct TileCopier {
   }
 };
 
-__device__ __forceinline__ float quad_max(float x) {
-  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
-  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
-}
-__device__ __forceinline__ float quad_sum(float x) {
-  x += __shfl_xor_sync(0xffffffffu, x, 1);
-  return x + __shfl_xor_sync(0xffffffffu, x, 2);
-}
+using cuda::quad_max;  // cuda/common/quad_reduce.cuh
+using cuda::quad_sum;
 
 }  // namespace detail
 

@@ -20,7 +20,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "cuda/fused_sm80/int8_tile.cuh"
+#include "cuda/fused_sm80/int8_cta.cuh"
 
 namespace qkv2ctx::fused_int8 {
 
