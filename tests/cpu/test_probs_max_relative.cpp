@@ -85,6 +85,27 @@ HostTensor run_cpu(const AttentionDesc& desc, const HostTensor& qkv, const std::
 }
 
 // Cosine similarity of the dequantized INT8 output with FP32 attention on the dequantized inputs.
+// Cosine of FP32 attention on the dequantized inputs against that same context rounded to INT8 with
+// ctx_scale: the best any INT8 output can reach, whatever its probabilities.
+double output_rounding_cosine(const AttentionDesc& int8_desc, const HostTensor& qkv, const std::vector<std::int32_t>& cu,
+                              int S) {
+  AttentionDesc fd = int8_desc;
+  fd.dtype = DType::fp32;
+  fd.probs = ProbsMode::trt;
+  HostTensor qf(DType::fp32, qkv.shape);
+  for (std::int64_t i = 0; i < qkv.numel(); ++i) qf.set(i, qkv.get(i) * int8_desc.int8.qkv_scale);
+  const HostTensor ref = run_cpu(fd, qf, cu, S);
+  const double cs = int8_desc.int8.ctx_scale;
+  double dot = 0, nr = 0, ng = 0;
+  for (std::int64_t i = 0; i < ref.numel(); ++i) {
+    const double r = ref.get(i), g = std::clamp(std::nearbyint(r / cs), -128.0, 127.0) * cs;
+    dot += r * g;
+    nr += r * r;
+    ng += g * g;
+  }
+  return ng == 0 ? 0.0 : dot / std::sqrt(nr * ng);
+}
+
 double cosine_vs_fp32(const AttentionDesc& int8_desc, const HostTensor& qkv, const std::vector<std::int32_t>& cu,
                       int S) {
   AttentionDesc fd = int8_desc;
@@ -133,8 +154,13 @@ TEST(ProbsMaxRelative, KeepsFlatRowsThatTrtQuantizationZeroes) {
   AttentionDesc trt = rel;
   trt.probs = ProbsMode::trt;
   const double cos_rel = cosine_vs_fp32(rel, qkv, cu, S), cos_trt = cosine_vs_fp32(trt, qkv, cu, S);
+  // The bar is relative to what INT8 output rounding alone leaves (the flat rows' context is a few LSB
+  // of ctx_scale, so that floor moves with the seed: 0.989 .. 0.995 seen; a fixed 0.99 failed on one
+  // seed at 0.98923): within 0.001 of it. Measured gaps are below 1e-5: the probabilities themselves
+  // cost almost nothing.
+  const double floor = output_rounding_cosine(rel, qkv, cu, S);
   std::cout << "flat rows, S = " << S << ": cosine vs FP32 attention: probs=trt " << cos_trt
-            << ", probs=max_relative " << cos_rel << "\n";
-  EXPECT_GT(cos_rel, 0.99);
+            << ", probs=max_relative " << cos_rel << ", output rounding alone " << floor << "\n";
+  EXPECT_GT(cos_rel, floor - 0.001);
   EXPECT_LT(cos_trt, 0.5);
 }
