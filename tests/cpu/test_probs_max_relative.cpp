@@ -84,21 +84,23 @@ HostTensor run_cpu(const AttentionDesc& desc, const HostTensor& qkv, const std::
   return out;
 }
 
-// Cosine similarity of the dequantized INT8 output with FP32 attention on the dequantized inputs.
-// Cosine of FP32 attention on the dequantized inputs against that same context rounded to INT8 with
-// ctx_scale: the best any INT8 output can reach, whatever its probabilities.
-double output_rounding_cosine(const AttentionDesc& int8_desc, const HostTensor& qkv, const std::vector<std::int32_t>& cu,
-                              int S) {
+// FP32 attention on the dequantized inputs of an INT8 problem.
+HostTensor fp32_reference(const AttentionDesc& int8_desc, const HostTensor& qkv, const std::vector<std::int32_t>& cu,
+                          int S) {
   AttentionDesc fd = int8_desc;
   fd.dtype = DType::fp32;
   fd.probs = ProbsMode::trt;
   HostTensor qf(DType::fp32, qkv.shape);
   for (std::int64_t i = 0; i < qkv.numel(); ++i) qf.set(i, qkv.get(i) * int8_desc.int8.qkv_scale);
-  const HostTensor ref = run_cpu(fd, qf, cu, S);
-  const double cs = int8_desc.int8.ctx_scale;
+  return run_cpu(fd, qf, cu, S);
+}
+
+// Cosine between the reference and value(i) over all elements (0 when value is all zeros).
+template <class Value>
+double cosine(const HostTensor& ref, Value value) {
   double dot = 0, nr = 0, ng = 0;
   for (std::int64_t i = 0; i < ref.numel(); ++i) {
-    const double r = ref.get(i), g = std::clamp(std::nearbyint(r / cs), -128.0, 127.0) * cs;
+    const double r = ref.get(i), g = value(i);
     dot += r * g;
     nr += r * r;
     ng += g * g;
@@ -106,23 +108,21 @@ double output_rounding_cosine(const AttentionDesc& int8_desc, const HostTensor& 
   return ng == 0 ? 0.0 : dot / std::sqrt(nr * ng);
 }
 
+// FP32 attention against that same context rounded to INT8 with ctx_scale: the best any INT8 output can
+// reach, whatever its probabilities.
+double output_rounding_cosine(const AttentionDesc& int8_desc, const HostTensor& qkv, const std::vector<std::int32_t>& cu,
+                              int S) {
+  const HostTensor ref = fp32_reference(int8_desc, qkv, cu, S);
+  const double cs = int8_desc.int8.ctx_scale;
+  return cosine(ref, [&](std::int64_t i) { return std::clamp(std::nearbyint(ref.get(i) / cs), -128.0, 127.0) * cs; });
+}
+
+// FP32 attention against the INT8 run's dequantized context.
 double cosine_vs_fp32(const AttentionDesc& int8_desc, const HostTensor& qkv, const std::vector<std::int32_t>& cu,
                       int S) {
-  AttentionDesc fd = int8_desc;
-  fd.dtype = DType::fp32;
-  fd.probs = ProbsMode::trt;
-  HostTensor qf(DType::fp32, qkv.shape);
-  for (std::int64_t i = 0; i < qkv.numel(); ++i) qf.set(i, qkv.get(i) * int8_desc.int8.qkv_scale);
-  const HostTensor ref = run_cpu(fd, qf, cu, S);
+  const HostTensor ref = fp32_reference(int8_desc, qkv, cu, S);
   const HostTensor got = run_cpu(int8_desc, qkv, cu, S);
-  double dot = 0, nr = 0, ng = 0;
-  for (std::int64_t i = 0; i < ref.numel(); ++i) {
-    const double r = ref.get(i), g = got.get(i) * int8_desc.int8.ctx_scale;
-    dot += r * g;
-    nr += r * r;
-    ng += g * g;
-  }
-  return ng == 0 ? 0.0 : dot / std::sqrt(nr * ng);
+  return cosine(ref, [&](std::int64_t i) { return got.get(i) * int8_desc.int8.ctx_scale; });
 }
 
 }  // namespace
