@@ -71,19 +71,23 @@ __device__ __forceinline__ std::uint32_t opaque(std::uint32_t v) {
   return v;
 }
 
+// 1.5 * 2^23: a float in [2^23, 2^24) has an ulp of 1, so adding it to |x| < 2^22 rounds x to an
+// integer (to nearest even) held in the low mantissa bits, two's complement around the constant.
+inline constexpr float kRoundMagic = 12582912.0f;
+
 // Exact int32 -> float for |v| < 2^22 on the FMA pipe: the bit pattern 0x4B400000 + v is the float
 // 1.5 * 2^23 + v (its unit in the last place is 1), and subtracting 1.5 * 2^23 is exact. (I2F runs on
 // the quarter-rate conversion unit, which the exponential needs.) BMM1 accumulators satisfy the bound
 // for D <= 128: |q.k| <= 128 * 128 * 128 = 2^21.
 __device__ __forceinline__ float small_int_to_float(int v) {
-  return __fsub_rn(__uint_as_float(0x4B400000u + static_cast<unsigned>(v)), 12582912.0f);
+  return __fsub_rn(__uint_as_float(0x4B400000u + static_cast<unsigned>(v)), kRoundMagic);  // bits of kRoundMagic
 }
 
 // Round-to-nearest-even of x in [0, 2^22) to an integer whose low byte is returned in bits 0..7 of the
 // result (upper bits hold the exponent of 1.5 * 2^23 and must be ignored): cvt.rni without the
 // conversion unit. Callers clamp x to [0, 127] first, so the byte is the int8 value.
 __device__ __forceinline__ std::uint32_t rne_to_low_byte(float x) {
-  return static_cast<std::uint32_t>(__float_as_int(__fadd_rn(x, 12582912.0f)));
+  return static_cast<std::uint32_t>(__float_as_int(__fadd_rn(x, kRoundMagic)));
 }
 
 // sat8(RNE(x)) (NaN -> 0) in bits 0..7 of the result, the rest sign bits: cvt.rni.sat.s8.f32, one

@@ -212,14 +212,11 @@ __global__ void __launch_bounds__(kBufferedMaxThreads, kBufferedMinBlocks<D, kTi
 
   bool zero_a = false, zero_b = false, kept_failed_rows = false;
   if (!use_row_max) {
-    const RowPairVerdict v =
-        judge_row_pair(p, sum, active && valid_a, active && valid_b, quad_leader, true, counters);
-    zero_a = v.zero_a;
-    zero_b = v.zero_b;
-    const bool fail_a = v.fail_a, fail_b = v.fail_b;
-    const bool any_failed = __syncthreads_or(fail_a || fail_b);
-    kept_failed_rows = any_failed && p.bound == BoundMode::fixed_bound;
-    if (any_failed && p.bound == BoundMode::guarded) {  // rare: the whole CTA takes two more passes over K
+    const CtaVerdict v = judge_cta(p, sum, active && valid_a, active && valid_b, quad_leader, counters);
+    zero_a = v.rows.zero_a;
+    zero_b = v.rows.zero_b;
+    kept_failed_rows = v.kept_failed_rows;
+    if (v.any_failed && p.bound == BoundMode::guarded) {  // rare: the whole CTA takes two more passes over K
       // Drop the V tiles already in flight: let them land, then restart the ring on [max K, sum K,
       // out V] (no warp reads the ring after the barrier).
       cuda::ptx::cp_async_wait<0>();
@@ -227,8 +224,8 @@ __global__ void __launch_bounds__(kBufferedMaxThreads, kBufferedMinBlocks<D, kTi
       start_sequence(3, 0b100);
       int m[2];
       max_pass(0, m);
-      if (fail_a) offset[0] = exp_offset(row_max_shift(m[0], s1));
-      if (fail_b) offset[1] = exp_offset(row_max_shift(m[1], s1));
+      if (v.rows.fail_a) offset[0] = exp_offset(row_max_shift(m[0], s1));
+      if (v.rows.fail_b) offset[1] = exp_offset(row_max_shift(m[1], s1));
       sum_pass(1, offset, sum);  // unchanged rows store bit-identical exponentials and sums
       out_pass = 2;
     }
@@ -236,10 +233,7 @@ __global__ void __launch_bounds__(kBufferedMaxThreads, kBufferedMinBlocks<D, kTi
 
   const float inv_a = int8_math::inverse_row_sum(sum[0]), inv_b = int8_math::inverse_row_sum(sum[1]);
   int acc2[kDG][2][4];
-#pragma unroll
-  for (int h = 0; h < kDG; ++h)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) acc2[h][0][i] = acc2[h][1][i] = 0;
+  clear_context_acc<D>(acc2);
   auto out_body = [&](auto exact) {
     return [&](std::uint32_t v_tile, int chunk, int key0, int, auto) {
       float e[4][4];
@@ -257,10 +251,7 @@ __global__ void __launch_bounds__(kBufferedMaxThreads, kBufferedMinBlocks<D, kTi
       pv_chunk<D>(acc2, pa, [&](int h) { return v_fragment_from_rows<D>(v_tile, key0, h); });
     };
   };
-  // The contracted quantization needs scale_softmax <= 127.25 and a finite inv * scale_softmax: a row
-  // that failed the fixed bound and is kept (fixed_bound) may have a sum near 2^-126, whose inverse
-  // times 127 overflows. Both conditions are CTA-uniform.
-  if (ssm <= 127.25f && !kept_failed_rows) run_pass(out_pass, out_body(std::false_type{}));
+  if (contracted_quantization_ok(ssm, kept_failed_rows)) run_pass(out_pass, out_body(std::false_type{}));
   else run_pass(out_pass, out_body(std::true_type{}));
 
   if (active) store_output_rows<D>(p, w, acc2, row0 + gl, valid_a, zero_a, valid_b, zero_b);

@@ -63,23 +63,22 @@ __device__ __forceinline__ void store_output_rows(const Int8Params& p, const Cta
     const std::int64_t t = w.row0 + static_cast<std::int64_t>(w.row_begin + r) * w.row_step;
     return p.out + out_row_offset(p.layout, t, p.num_heads, D);
   };
-  std::int8_t* const out_a = row_ptr(valid_a ? row_a : 0);
-  std::int8_t* const out_b = row_ptr(valid_b ? row_a + 8 : 0);
+  const bool valid[2] = {valid_a, valid_b}, zero[2] = {zero_a, zero_b};
+  std::int8_t* const out[2] = {row_ptr(valid_a ? row_a : 0), row_ptr(valid_b ? row_a + 8 : 0)};
 #pragma unroll
   for (int h = 0; h < D / 16; ++h) {
     const std::int64_t col = out_col_offset(p.layout, w.head, 16 * h + 4 * q, D, p.num_tokens);
     const int(&even)[4] = acc2[h][0];
     const int(&odd)[4] = acc2[h][1];
-    if (valid_a)
-      *reinterpret_cast<std::uint32_t*>(out_a + col) =
-          zero_a ? 0u
-                 : pack_low_bytes(requantize_byte(even[0], s2), requantize_byte(odd[0], s2),
-                                  requantize_byte(even[1], s2), requantize_byte(odd[1], s2));
-    if (valid_b)
-      *reinterpret_cast<std::uint32_t*>(out_b + col) =
-          zero_b ? 0u
-                 : pack_low_bytes(requantize_byte(even[2], s2), requantize_byte(odd[2], s2),
-                                  requantize_byte(even[3], s2), requantize_byte(odd[3], s2));
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {  // rows row_a (accumulator elements 0, 1), row_a + 8 (2, 3)
+      const int i = 2 * half;
+      if (valid[half])
+        *reinterpret_cast<std::uint32_t*>(out[half] + col) =
+            zero[half] ? 0u
+                       : pack_low_bytes(requantize_byte(even[i], s2), requantize_byte(odd[i], s2),
+                                        requantize_byte(even[i + 1], s2), requantize_byte(odd[i + 1], s2));
+    }
   }
 }
 

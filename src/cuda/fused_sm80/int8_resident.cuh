@@ -215,10 +215,7 @@ __global__ void __launch_bounds__(kResidentThreads, kResidentMinBlocks<D>) int8_
     for (int ci = 0; ci < kWarpChunks; ++ci)
       if (ci < my_count) pack_probabilities(pa[ci], e[ci], inv_a, inv_b, ssm);
     int acc2[kDG][2][4];
-#pragma unroll
-    for (int h = 0; h < kDG; ++h)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) acc2[h][0][i] = acc2[h][1][i] = 0;
+    clear_context_acc<D>(acc2);
 #pragma unroll
     for (int ci = 0; ci < kWarpChunks; ++ci)
       if (ci < my_count) {

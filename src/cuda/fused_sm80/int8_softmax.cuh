@@ -45,7 +45,7 @@ __device__ __forceinline__ float contracted_exp(int acc1, float scale_log2e, flo
 // RNE(e * k) with k = fl(inv_sum * scale_softmax), rounded once by the FMA with 1.5 * 2^23 (step 6
 // rounds e * inv and the product with scale_softmax first: a relative 2^-23 difference).
 __device__ __forceinline__ std::uint32_t contracted_probability_byte(float e, float k) {
-  return static_cast<std::uint32_t>(__float_as_int(__fmaf_rn(e, k, 12582912.0f)));
+  return static_cast<std::uint32_t>(__float_as_int(__fmaf_rn(e, k, cuda::ptx::kRoundMagic)));
 }
 
 // The row shift of row_max: max_j x_j = float(max_j acc1_j) * scale_bmm1 (the rounding is monotonic).
@@ -151,6 +151,14 @@ __device__ __forceinline__ void pack_probabilities_fast(std::uint32_t (&pa)[4], 
   }
 }
 
+// Whether an out pass may use the contracted quantization (pack_probabilities_fast<false>): it needs
+// scale_softmax <= 127.25 and a finite inv * scale_softmax, which a row that failed the fixed bound and
+// is kept (fixed_bound) may not have: a sum near 2^-126 has an inverse that overflows times 127. Both
+// conditions are CTA-uniform.
+__device__ __forceinline__ bool contracted_quantization_ok(float scale_softmax, bool kept_failed_rows) {
+  return scale_softmax <= 127.25f && !kept_failed_rows;
+}
+
 // Valid keys of chunk c of a tile holding tile_keys keys, clamped to 0 .. 32: key_in_range compares an
 // unsigned lane expression with it, so a negative count would make every key look valid.
 __device__ __forceinline__ int chunk_valid_keys(int tile_keys, int c) {
@@ -232,6 +240,20 @@ __device__ __forceinline__ RowPairVerdict judge_row_pair(const Int8Params& p, co
     }
   }
   return {fail_a, fail_b, fixed && oa.overflow, fixed && ob.overflow};
+}
+
+// judge_row_pair for a whole CTA of the buffered or streaming schedule (fixed_bound, guarded; every
+// thread calls it, as it holds a CTA barrier): the thread's rows, whether any row of the CTA failed,
+// and whether failed rows are kept as they are (fixed_bound; see contracted_quantization_ok).
+struct CtaVerdict {
+  RowPairVerdict rows;
+  bool any_failed, kept_failed_rows;
+};
+__device__ __forceinline__ CtaVerdict judge_cta(const Int8Params& p, const float (&sum)[2], bool valid_a, bool valid_b,
+                                                bool quad_leader, CtaCounters& counters) {
+  const RowPairVerdict v = judge_row_pair(p, sum, valid_a, valid_b, quad_leader, true, counters);
+  const bool any_failed = __syncthreads_or(v.fail_a || v.fail_b);
+  return {v, any_failed, any_failed && p.bound == BoundMode::fixed_bound};
 }
 
 // Thread 0 of every CTA writes its slot; CTA 0 also records how many slots the run wrote.

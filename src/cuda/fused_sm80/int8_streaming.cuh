@@ -124,28 +124,22 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamingMinBlocks<D>) int8_s
 
   bool zero_a = false, zero_b = false, kept_failed_rows = false;
   if (p.bound != BoundMode::row_max) {
-    const RowPairVerdict v =
-        judge_row_pair(p, sum, active && valid_a, active && valid_b, quad_leader, true, counters);
-    zero_a = v.zero_a;
-    zero_b = v.zero_b;
-    const bool fail_a = v.fail_a, fail_b = v.fail_b;
-    const bool any_failed = __syncthreads_or(fail_a || fail_b);
-    kept_failed_rows = any_failed && p.bound == BoundMode::fixed_bound;
-    if (any_failed && p.bound == BoundMode::guarded) {  // rare: the whole CTA takes two more passes
+    const CtaVerdict v = judge_cta(p, sum, active && valid_a, active && valid_b, quad_leader, counters);
+    zero_a = v.rows.zero_a;
+    zero_b = v.rows.zero_b;
+    kept_failed_rows = v.kept_failed_rows;
+    if (v.any_failed && p.bound == BoundMode::guarded) {  // rare: the whole CTA takes two more passes
       int m[2];
       max_pass(m, 0);
-      if (fail_a) offset[0] = exp_offset(row_max_shift(m[0], s1));
-      if (fail_b) offset[1] = exp_offset(row_max_shift(m[1], s1));
+      if (v.rows.fail_a) offset[0] = exp_offset(row_max_shift(m[0], s1));
+      if (v.rows.fail_b) offset[1] = exp_offset(row_max_shift(m[1], s1));
       sum_pass(offset, sum);
     }
   }
 
   const float inv_a = int8_math::inverse_row_sum(sum[0]), inv_b = int8_math::inverse_row_sum(sum[1]);
   int acc2[kDG][2][4];
-#pragma unroll
-  for (int h = 0; h < kDG; ++h)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) acc2[h][0][i] = acc2[h][1][i] = 0;
+  clear_context_acc<D>(acc2);
   auto out_body = [&](auto exact) {
     return [&](std::uint32_t k_tile, std::uint32_t v_tile, int key0, int valid, auto masked) {
       int a[4][4];
@@ -157,9 +151,7 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamingMinBlocks<D>) int8_s
       pv_chunk<D>(acc2, pa, [&](int h) { return v_fragment_from_rows<D>(v_tile, key0, h); });
     };
   };
-  // As in the buffered schedule: the contracted quantization needs scale_softmax <= 127.25 and finite
-  // inverse sums (CTA-uniform conditions).
-  if (ssm <= 127.25f && !kept_failed_rows) run_pass(true, -1, out_body(std::false_type{}));
+  if (contracted_quantization_ok(ssm, kept_failed_rows)) run_pass(true, -1, out_body(std::false_type{}));
   else run_pass(true, -1, out_body(std::true_type{}));
 
   if (active) store_output_rows<D>(p, w, acc2, row0 + gl, valid_a, zero_a, valid_b, zero_b);

@@ -178,6 +178,15 @@ __device__ __forceinline__ uint4 v_fragment_from_rows(std::uint32_t v_tile, int 
                     __byte_perm(r[0], r[1], 0x7531), __byte_perm(r[2], r[3], 0x7531));
 }
 
+// acc2 = 0 before the first P·V chunk.
+template <int D>
+__device__ __forceinline__ void clear_context_acc(int (&acc2)[D / 16][2][4]) {
+#pragma unroll
+  for (int h = 0; h < D / 16; ++h)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc2[h][0][i] = acc2[h][1][i] = 0;
+}
+
 // acc2 += P·V for one 32-key chunk; frag(h) gives V's fragments of column group h.
 template <int D, class Frag>
 __device__ __forceinline__ void pv_chunk(int (&acc2)[D / 16][2][4], const std::uint32_t (&pa)[4], Frag frag) {
