@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Profiles one kernel of a `qkv2ctx run` on the GPU machine with Nsight Compute: the headline
-# metrics (time, instructions, issue activity, stall reasons per issued instruction) and the SASS
-# lines with the most warp stall samples, so a kernel change can be judged by where its cycles go.
+# metrics (time, instructions, issue activity, stall reasons per issued instruction), the executed
+# instructions grouped by how often their line ran (per-warp code vs loop bodies), and the SASS lines
+# with the most warp stall samples, so a kernel change can be judged by where its cycles go.
 # Usage (repo root, after bench/device.sh built build-device):
 #   bash bench/ncu_kernel.sh KERNEL_REGEX OUT_PREFIX -- <qkv2ctx run flags>
 set -uo pipefail
@@ -51,6 +52,15 @@ for r in rows[1:]:
     op = r[src].split()[0] if r[src].split() else "?"
     if op.startswith("@"): op = r[src].split()[1]
     by_opcode[op.split(".")[0]] = by_opcode.get(op.split(".")[0], 0) + s
+# Executed instructions grouped by how often their SASS line ran: the class run by every warp once is
+# per-warp (prologue/epilogue) code, multiples of it are loop bodies (e.g. once per K/V tile).
+by_exec = {}
+for s, line, e, why in data:
+    n = num(e)
+    if n > 0: by_exec[n] = by_exec.get(n, 0) + n
+all_exec = sum(by_exec.values()) or 1
+print("executed instructions by per-line count (count x lines: share):",
+      ", ".join(f"{k:.0f} x {v / k:.0f}: {100 * v / all_exec:.1f}%" for k, v in sorted(by_exec.items(), key=lambda x: -x[1])[:5]))
 total = sum(d[0] for d in data) or 1
 print(f"stall samples: {total:.0f}")
 print("by reason:", ", ".join(f"{k} {100*v/total:.1f}%" for k, v in sorted(by_reason.items(), key=lambda x: -x[1])[:8]))

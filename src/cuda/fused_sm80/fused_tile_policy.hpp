@@ -33,6 +33,10 @@ constexpr bool is_supported_head_size(int d) {
 //        0.375, half the softmax row reductions and barriers per key. The default for D = 128.
 //        H100, BF16 N = 16 S = 2048 B = 8: 855-862 -> 814-820 µs (319-322 -> 335-338 TFLOP/s). Not kept:
 //        half of its exponentials on the FMA pipe (degree-3 polynomial, 1:1 with MUFU): 874-881 µs.
+// Also measured and not kept (all shapes, same run, A/B builds): lazy rescaling of O (a row group's m
+// moves only when a tile would give p > 2^8, so most tiles skip alpha and the D/2 FMULs of the O
+// rescale): within +-1.5% of the eager rescale at every bar shape (BF16 D = 128 S = 2048: 808.0 /
+// 819.5 vs 820.4 / 808.7 µs). The rescale is not on the critical path of mma.sync tiles.
 enum class TileShape : std::uint8_t { m64, m128, m128n64 };
 
 // Whether (shape, head size) has a compiled kernel.
@@ -116,6 +120,12 @@ constexpr std::int64_t varlen_tile_slots(int block_m, std::int64_t num_tokens, i
 // length (4 per lane, loaded at once), so resolving a CTA's work costs one global-load latency plus a
 // few warp reductions per length class. Larger batches keep the sequence-ordered slots above (their
 // per-CTA search is ceil(log32 B) dependent loads).
+// What ragged batches can gain at most with these tiles: a query tile costs ceil(len / BN) K/V tiles
+// whatever its rows, so a batch's tile work is sum_b ceil(len_b / BM) * ceil(len_b / BN). For lengths
+// uniform in [S/4, S] at S = 384 (200 random batches of 32) that is 0.595 of the full-length tile work
+// at BM = 128, BN = 64 (0.536 at BM = 64), against 0.442 of the attention work itself; the H100 runs
+// the m128 persistent kernel at 0.68 of its full-length time (87% of the tile bound). m64 tiles ran
+// 59.8 vs 56.8 µs there: less padding, slower tiles.
 inline constexpr int kLongestFirstMaxBatch = 128;
 constexpr bool varlen_longest_first(int batch) { return batch <= kLongestFirstMaxBatch; }
 
