@@ -56,7 +56,7 @@ class FusedInt8Backend final : public BackendImpl {
                     std::to_string(fused_int8::kBufferedAutoMinWarpsPerSm) +
                     " warps per SM (S <= 384 at D = 64; 16 query rows per warp, up to 4 warps per CTA, K/V "
                     "streamed in 64- or 128-key tiles, each row's FP32 exponentials kept in shared memory so "
-                    "every exponential is computed once), longer sequences two-pass streaming (8 warps x 16 "
+                    "every exponential is computed once), longer sequences two-pass streaming (4 warps x 16 "
                     "rows, exponentials recomputed); probabilities quantized after normalization (SPEC 5.0)";
     if (options_.force != Int8Options::Force::automatic)
       s += options_.force == Int8Options::Force::resident    ? " [forced: resident]"

@@ -1,5 +1,5 @@
 // The streaming INT8 schedule (int8_params.hpp), for sequences too long for the buffered one: one CTA =
-// 128 query rows (8 warps x 16) of one (sequence, head); K/V tiles of 64 or 128 keys through a 2-stage cp.async
+// 64 query rows (4 warps x 16) of one (sequence, head); K/V tiles of 64 or 128 keys through a 2-stage cp.async
 // ring; passes over the keys:
 //   [max]  row_max only: Q·Kᵀ and the integer row maximum (no exponential),
 //   sum    Q·Kᵀ, exponentials with the row's shift, row sums,
@@ -22,7 +22,7 @@
 namespace qkv2ctx::fused_int8 {
 
 template <int D>
-inline constexpr int kStreamingMinBlocks = D <= 64 ? 2 : 1;
+inline constexpr int kStreamingMinBlocks = D <= 64 ? 4 : 2;  // 128 registers (D <= 64), 255 (D = 128)
 
 template <int D, int kTileKeys>
 __global__ void __launch_bounds__(kStreamThreads, kStreamingMinBlocks<D>) int8_streaming_kernel(const Int8Params p) {
