@@ -54,7 +54,7 @@ class FusedInt8Backend final : public BackendImpl {
                     ", bound=" + std::string(to_string(desc_.bound)) +
                     "): buffered where its shared-memory row buffers leave >= " +
                     std::to_string(fused_int8::kBufferedAutoMinWarpsPerSm) +
-                    " warps per SM (S <= 384 at D = 64; 16 query rows per warp, up to 4 warps per CTA, K/V "
+                    " warps per SM (S <= 128; 16 query rows per warp, up to 4 warps per CTA, K/V "
                     "streamed in 64- or 128-key tiles, each row's FP32 exponentials kept in shared memory so "
                     "every exponential is computed once), longer sequences two-pass streaming (4 warps x 16 "
                     "rows, exponentials recomputed); probabilities quantized after normalization (SPEC 5.0)";

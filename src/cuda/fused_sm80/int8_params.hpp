@@ -30,8 +30,8 @@ namespace qkv2ctx::fused_int8 {
 
 // streaming: 4 warps x 16 rows per CTA, 4 CTAs (16 warps) per SM at D <= 64. Measured on an H100 (D = 64,
 // guarded, µs, 4 / 8 / 16 / 2 warps per CTA, same run): H = 16 S = 384 B = 32: 96.0 / 99.4 / 127.9 / 115.6;
-// H = 16 S = 512 B = 32: 154.6 / 160.8 / 183.8 / 186.3; S = 2048 B = 8: 531.7 / 542.4 / 597.7 / 636.6. Smaller
-// CTAs end closer together (the last wave is shorter), and a CTA's barriers hold 4 warps, not 8.
+// H = 16 S = 512 B = 32: 154.6 / 160.8 / 183.8 / 186.3; S = 2048 B = 8: 531.7 / 542.4 / 597.7 / 636.6. (Not
+// profiled; presumably a barrier waits for 4 warps instead of 8, and the last wave is shorter.)
 inline constexpr int kStreamWarps = 4;
 inline constexpr int kStreamThreads = kStreamWarps * 32;
 inline constexpr int kResidentWarps = 4;         // resident: 4 warps, so two CTAs (255 registers each)
