@@ -147,7 +147,7 @@ inline constexpr int kVStageKeys = kResidentWarps * 16 * 4;
 // 1 KiB reserved per CTA and the static variables).
 inline constexpr int kTwoCtaSmem = 112 * 1024;
 
-// streaming: Q [128][D] | K ring [2][tile_keys][D] | V ring [2][tile_keys][D].
+// streaming: Q [kStreamBlockM][D] | K ring [2][tile_keys][D] | V ring [2][tile_keys][D].
 constexpr int streaming_smem(int head_size, int tile_keys = kStreamTileKeys) {
   return (kStreamBlockM + 4 * tile_keys) * head_size;
 }
