@@ -9,6 +9,12 @@ namespace qkv2ctx::fused_int8 {
 
 // ---- epilogue -------------------------------------------------------------------------------------------
 
+// SPEC 5.0 step 8 in the low byte: sat8(RNE(float(acc2) * scale_bmm2)) with one cvt.rni.sat.s8.f32
+// (rounding and saturation in one instruction): the same byte as int8_requantize.
+__device__ __forceinline__ std::uint32_t requantize_byte(int acc2, float scale_bmm2) {
+  return cuda::ptx::sat_s8_rne(__fmul_rn(__int2float_rn(acc2), scale_bmm2));
+}
+
 // SPEC 5.0 step 8 for column group h of the thread's two rows, stored as 4 contiguous bytes each
 // (columns 16h + 4q ..). Rows past the CTA's end are skipped; `zero` rows are written as zeros.
 template <int D>
@@ -16,7 +22,7 @@ __device__ __forceinline__ void store_output_group(const Int8Params& p, const Ct
                                                    const int (&even)[4], const int (&odd)[4], int row_a,
                                                    bool valid_a, bool zero_a, bool valid_b, bool zero_b) {
   const int q = threadIdx.x & 3;
-  auto req = [&](int v) { return static_cast<std::uint32_t>(cuda::int8_requantize(v, p.scale_bmm2)); };
+  auto req = [&](int v) { return requantize_byte(v, p.scale_bmm2); };
   const int col = 16 * h + 4 * q;
   if (valid_a) {
     const std::int64_t t = w.row0 + static_cast<std::int64_t>(w.row_begin + row_a) * w.row_step;
@@ -42,12 +48,6 @@ __device__ __forceinline__ void store_zero_rows(const Int8Params& p, const CtaWo
     *reinterpret_cast<uint4*>(p.out + out_offset(p.layout, t, w.head, 16 * c, p.num_heads, D, p.num_tokens)) =
         make_uint4(0, 0, 0, 0);
   }
-}
-
-// SPEC 5.0 step 8 in the low byte: sat8(RNE(float(acc2) * scale_bmm2)) with one cvt.rni.sat.s8.f32
-// (rounding and saturation in one instruction): the same byte as int8_requantize.
-__device__ __forceinline__ std::uint32_t requantize_byte(int acc2, float scale_bmm2) {
-  return cuda::ptx::sat_s8_rne(__fmul_rn(__int2float_rn(acc2), scale_bmm2));
 }
 
 // The item's context rows row_a and row_a + 8 of the thread (columns 16h + 4q .. 16h + 4q + 3 of every

@@ -224,9 +224,7 @@ __global__ void __launch_bounds__(kResidentThreads, kResidentMinBlocks<D>) int8_
       }
 
     if (G == 1) {
-#pragma unroll
-      for (int h = 0; h < kDG; ++h)
-        store_output_group<D>(p, w, h, acc2[h][0], acc2[h][1], row0 + gl, valid_a, zero_a, valid_b, zero_b);
+      store_output_rows<D>(p, w, acc2, row0 + gl, valid_a, zero_a, valid_b, zero_b);
     } else {
       // Partial contexts of the G warps, added exactly; warp g finishes the column groups h = g mod G.
 #pragma unroll
