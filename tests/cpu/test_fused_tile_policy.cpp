@@ -75,6 +75,42 @@ TEST(FusedTilePolicy, WideKeyTilesOnlyForD128) {
   }
 }
 
+// The Hopper tile: sm_90 only, D = 64 / 128 (whole 128-byte swizzle rows), unpadded tiles plus the
+// alignment slack, the default 128-row shape there.
+TEST(FusedTilePolicy, HopperTile) {
+  for (int d : kSupportedHeadSizes) {
+    EXPECT_EQ(has_tile(TileShape::wg128, d), d == 64 || d == 128) << d;
+    EXPECT_EQ(large_tile_for_device(d, 90, 384), has_tile(TileShape::wg128, d)
+                                                     ? TileShape::wg128
+                                                     : tile_for_head_size(TileShape::m128, d))
+        << d;
+    EXPECT_EQ(large_tile_for_device(d, 90, 128), tile_for_head_size(TileShape::m128, d)) << d;  // short: sm_80
+    EXPECT_EQ(large_tile_for_device(d, 80, 384), tile_for_head_size(TileShape::m128, d)) << d;
+    EXPECT_EQ(large_tile_for_device(d, 100, 384), tile_for_head_size(TileShape::m128, d)) << d;  // sm_90a code only
+    if (!has_tile(TileShape::wg128, d)) continue;
+    const TileConfig c = tile_config(TileShape::wg128, d);
+    EXPECT_EQ(c.block_m, 128);
+    EXPECT_EQ(c.warps, 8);
+    EXPECT_FALSE(c.padded_rows);
+    EXPECT_FALSE(c.persistent);
+    EXPECT_EQ(smem_bytes(c, d, 2), (128 + 4 * c.block_n) * d * 2 + kSmemAlignSlack);
+    EXPECT_LE(c.min_blocks_per_sm * (smem_bytes(c, d, c.kv_stages) + 1024), kH100SmemPerSm) << d;
+  }
+  EXPECT_TRUE(tile_runs_on(TileShape::wg128, 90));
+  EXPECT_FALSE(tile_runs_on(TileShape::wg128, 89));
+  EXPECT_FALSE(tile_runs_on(TileShape::wg128, 100));
+  EXPECT_TRUE(tile_runs_on(TileShape::m128, 100));
+  // The default on an H100 for the BERT shapes; small batches and short sequences keep m64.
+  EXPECT_EQ(choose_tile_for_device(384, 32 * 16, 64, kH100Sms, 90), TileShape::wg128);
+  EXPECT_EQ(choose_tile_for_device(2048, 8 * 16, 128, kH100Sms, 90), TileShape::wg128);
+  EXPECT_EQ(choose_tile_for_device(384, 32 * 16, 32, kH100Sms, 90), TileShape::m128);
+  EXPECT_EQ(choose_tile_for_device(384, 1 * 16, 64, kH100Sms, 90), TileShape::m64);
+  EXPECT_EQ(choose_tile_for_device(128, 128 * 12, 64, kH100Sms, 90), TileShape::m128);
+  EXPECT_EQ(choose_tile_for_device(kWgmmaMinSeqlen, 128 * 12, 64, kH100Sms, 90), TileShape::wg128);
+  EXPECT_EQ(choose_tile_for_device(64, 100000, 64, kH100Sms, 90), TileShape::m64);
+  EXPECT_EQ(choose_tile_for_device(384, 32 * 16, 128, kH100Sms, 80), TileShape::m128n64);
+}
+
 TEST(FusedTilePolicy, StagesFollowTheKeyCount) {
   const TileConfig c = tile_config(TileShape::m64, 64);
   EXPECT_EQ(kv_stages_for(c, 1), 1);

@@ -35,17 +35,28 @@ class ForcedTile {
 struct Traits {
   DType dtype;
   int head_size;
-  const char* tile;  // "m64" | "m128" | "m128n64"
+  const char* tile;  // "m64" | "m128" | "m128n64" | "wg128"
+  fused_sm80::TileShape shape;
 };
 
 std::vector<Traits> all_traits() {
+  using fused_sm80::TileShape;
   std::vector<Traits> v;
   for (DType dt : {DType::fp16, DType::bf16})
     for (int h : fused_sm80::kSupportedHeadSizes)
-      for (const char* tile : {"m64", "m128", "m128n64"})
-        if (std::string(tile) != "m128n64" || fused_sm80::has_tile(fused_sm80::TileShape::m128n64, h))
-          v.push_back({dt, h, tile});
+      for (auto [tile, shape] : {std::pair{"m64", TileShape::m64}, std::pair{"m128", TileShape::m128},
+                                 std::pair{"m128n64", TileShape::m128n64}, std::pair{"wg128", TileShape::wg128}})
+        if (fused_sm80::has_tile(shape, h)) v.push_back({dt, h, tile, shape});
   return v;
+}
+
+// SM version of device 0 (10 * major + minor).
+int device_sm() {
+  int major = 0, minor = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0) != cudaSuccess)
+    return 0;
+  return 10 * major + minor;
 }
 
 AttentionDesc make_desc(DType dt, int N, int H, Layout layout, MaskMode mask) {
@@ -75,6 +86,9 @@ class FusedVsCpu : public ::testing::TestWithParam<Traits> {};
 TEST_P(FusedVsCpu, SweepS) {
   QKV2CTX_REQUIRE_GPU();
   const Traits t = GetParam();
+  if (!fused_sm80::tile_runs_on(t.shape, device_sm()))
+    GTEST_SKIP() << "tile " << t.tile << " needs sm_" << fused_sm80::tile_min_sm(t.shape) << " (this device: sm_"
+                 << device_sm() << ")";
   ForcedTile forced(t.tile);
   const MaskMode masks[] = {MaskMode::none, MaskMode::lengths, MaskMode::varlen};
   int i = 0;
@@ -102,7 +116,25 @@ TEST(FusedPolicy, DefaultTileChoice) {
                                kFused);
       expect_matches_reference(make_desc(DType::bf16, 4, 128, layout, mask), random_problem(mask, 3, 300, fresh_seed()),
                                kFused);
+      // Enough 128-row tiles for the large shape (wg128 on sm_90, m128 elsewhere).
+      expect_matches_reference(make_desc(DType::fp16, 12, 64, layout, mask), random_problem(mask, 24, 260, fresh_seed()),
+                               kFused);
     }
+}
+
+// A forced wg128 tile where it has no kernel (D = 32) or cannot run (not sm_90) is refused at plan time.
+TEST(FusedPolicy, ForcedHopperTileRefusedWhereItCannotRun) {
+  QKV2CTX_REQUIRE_GPU();
+  ForcedTile forced("wg128");
+  const bool hopper = fused_sm80::tile_runs_on(fused_sm80::TileShape::wg128, device_sm());
+  try {
+    const Plan plan = make_plan(make_desc(DType::fp16, 2, hopper ? 32 : 64, Layout::trt, MaskMode::none), kFused);
+    ADD_FAILURE() << "wg128 accepted: " << plan.describe();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::unsupported) << e.what();
+    EXPECT_NE(std::string(e.what()).find(hopper ? "head size 32" : "needs an sm_90 device"), std::string::npos)
+        << e.what();
+  }
 }
 
 // Varlen scheduling edge cases: more sequences than tokens (mostly empty), max_seqlen = 1, every
@@ -111,7 +143,8 @@ TEST(FusedPolicy, DefaultTileChoice) {
 // after cu_seqlens[B] that must stay untouched.
 TEST(FusedVarlen, Scheduling) {
   QKV2CTX_REQUIRE_GPU();
-  for (const char* tile : {"m64", "m128"}) {
+  for (const char* tile : {"m64", "m128", "wg128"}) {
+    if (std::string(tile) == "wg128" && !fused_sm80::tile_runs_on(fused_sm80::TileShape::wg128, device_sm())) continue;
     ForcedTile forced(tile);
     const AttentionDesc d = make_desc(DType::fp16, 2, 64, Layout::trt, MaskMode::varlen);
     ProblemSpec p;
@@ -141,10 +174,13 @@ TEST(FusedVarlen, Scheduling) {
     p.batch = 2;
     p.max_seqlen = 2000;
     p.lengths = {70, 129};
-    expect_matches_reference(make_desc(DType::bf16, 1, 96, Layout::hf, MaskMode::varlen), p, kFused);
+    const int odd_d = std::string(tile) == "wg128" ? 128 : 96;  // wg128 has no D = 96 kernel
+    expect_matches_reference(make_desc(DType::bf16, 1, odd_d, Layout::hf, MaskMode::varlen), p, kFused);
 
     p = random_problem(MaskMode::varlen, 1500, 40, fresh_seed());
-    expect_matches_reference(make_desc(DType::fp16, 1, 32, Layout::hf, MaskMode::varlen), p, kFused);
+    expect_matches_reference(make_desc(DType::fp16, 1, std::string(tile) == "wg128" ? 64 : 32, Layout::hf,
+                                       MaskMode::varlen),
+                             p, kFused);
 
     // The longest-first schedule at its batch limit (lane 31's last sequence) and the sequence-ordered
     // one just past it, ragged over several tile classes (1-3 tiles of 128 rows), 2 heads.
@@ -213,6 +249,23 @@ TEST(FusedSanitizer, PersistentFewCtas) {
   ::setenv("QKV2CTX_FUSED_MAX_CTAS", "0", 1);
   EXPECT_THROW((void)make_plan(make_desc(DType::fp16, 1, 64, Layout::trt, MaskMode::none), kFused), Error);
   ::unsetenv("QKV2CTX_FUSED_MAX_CTAS");
+}
+
+// The Hopper tile (sm_90 only) on small problems of every mask, both layouts and both head sizes,
+// multi-tile, partial-tile and zero-key sequences: racecheck covers the K/V ring between the cp.async
+// writes and the wgmma reads, and the epilogue's staging in the Q tile.
+TEST(FusedSanitizer, HopperTile) {
+  QKV2CTX_REQUIRE_GPU();
+  if (!fused_sm80::tile_runs_on(fused_sm80::TileShape::wg128, device_sm())) GTEST_SKIP() << "wg128 needs sm_90";
+  ForcedTile forced("wg128");
+  for (MaskMode mask : {MaskMode::none, MaskMode::lengths, MaskMode::varlen}) {
+    expect_matches_reference(make_desc(DType::fp16, 2, 64, Layout::trt, mask), random_problem(mask, 3, 300, fresh_seed()),
+                             kFused);
+    expect_matches_reference(make_desc(DType::bf16, 1, 128, Layout::hf, mask), random_problem(mask, 2, 200, fresh_seed()),
+                             kFused);
+    expect_matches_reference(make_desc(DType::fp16, 3, 64, Layout::hf, mask), random_problem(mask, 4, 70, fresh_seed()),
+                             kFused);
+  }
 }
 
 // lengths mode: len = 0 everywhere (all-zero context), len > S (clamped to S), negative len (zeros).

@@ -24,17 +24,17 @@
 namespace qkv2ctx {
 namespace fused_sm80 {
 
-FusedLaunch plan_fused_launch(const RunParams& run, int num_sms, std::optional<TileShape> forced,
+FusedLaunch plan_fused_launch(const RunParams& run, int num_sms, int sm, std::optional<TileShape> forced,
                               bool allow_persistent, int max_ctas, int max_smem_optin) {
   const AttentionDesc& d = *run.desc;
   FusedLaunch l;
   l.dtype = d.dtype;
   l.head_size = d.head_size;
-  // A forced shape runs as forced (m128n64 at D != 128, which has no kernel, runs m128: the same tile).
+  // A forced shape runs as forced (m128n64 at D != 128, which has no kernel, runs m128: the same tile;
+  // the backend refuses a forced wg128 where it has no kernel or cannot run).
   l.tile = forced ? (has_tile(*forced, d.head_size) ? *forced : TileShape::m128)
-                  : tile_for_head_size(
-                        choose_tile(run.max_seqlen, static_cast<std::int64_t>(run.batch) * d.num_heads, num_sms),
-                        d.head_size);
+                  : choose_tile_for_device(run.max_seqlen, static_cast<std::int64_t>(run.batch) * d.num_heads,
+                                           d.head_size, num_sms, sm);
   if (!forced && l.tile == TileShape::m128n64 && max_smem_optin > 0 &&
       smem_bytes(tile_config(l.tile, d.head_size), d.head_size, 2) > max_smem_optin)
     l.tile = TileShape::m128;
@@ -94,14 +94,21 @@ std::string supported_head_sizes() {
 
 std::string describe_tile(fused_sm80::TileShape shape, int head_size) {
   const fused_sm80::TileConfig c = fused_sm80::tile_config(shape, head_size);
-  return "BM=" + std::to_string(c.block_m) + " (" + std::to_string(c.warps) + " warps x " +
+  if (shape == fused_sm80::TileShape::wg128)
+    return "fused_sm90 wgmma tile: BM=" + std::to_string(c.block_m) + " (2 warpgroups x 64 rows), BN=" +
+           std::to_string(c.block_n) + ", Q·Kᵀ wgmma m64n" + std::to_string(c.block_n) +
+           "k16 from shared memory, P·V wgmma m64n" + std::to_string(head_size) +
+           "k16 with P in registers, 2 cp.async K/V stages, smem " +
+           std::to_string(fused_sm80::smem_bytes(c, head_size, c.kv_stages) / 1024) + " KiB";
+  return "fused_sm80 mma.sync m16n8k16 tile: BM=" + std::to_string(c.block_m) + " (" + std::to_string(c.warps) +
+         " warps x " +
          std::to_string(16 * c.m_tiles_per_warp) + " rows), BN=" + std::to_string(c.block_n) + ", Q " +
          (c.q_in_registers ? "in registers" : "re-read from shared memory") + ", " +
          std::to_string(c.kv_stages) + " cp.async K/V stages, smem " +
          std::to_string(fused_sm80::smem_bytes(c, head_size, c.kv_stages) / 1024) + " KiB";
 }
 
-// QKV2CTX_FUSED_TILE=m64|m128|m128n64 forces one tile shape for every run of plans made while it is set (the
+// QKV2CTX_FUSED_TILE=m64|m128|m128n64|wg128 forces one tile shape for every run of plans made while it is set (the
 // tests cover both shapes of every kernel with small problems; benchmarks compare them). Read once,
 // at plan creation.
 std::optional<fused_sm80::TileShape> forced_tile_from_env() {
@@ -111,8 +118,9 @@ std::optional<fused_sm80::TileShape> forced_tile_from_env() {
   if (s == "m64") return fused_sm80::TileShape::m64;
   if (s == "m128") return fused_sm80::TileShape::m128;
   if (s == "m128n64") return fused_sm80::TileShape::m128n64;
+  if (s == "wg128") return fused_sm80::TileShape::wg128;
   throw Error(ErrorCode::invalid_argument,
-              "QKV2CTX_FUSED_TILE = '" + s + "' is not allowed: use m64, m128, m128n64 or leave it unset");
+              "QKV2CTX_FUSED_TILE = '" + s + "' is not allowed: use m64, m128, m128n64, wg128 or leave it unset");
 }
 
 // QKV2CTX_FUSED_PERSISTENT=0 turns the persistent schedule off (one query tile per CTA) for plans made
@@ -156,27 +164,43 @@ class FusedBackend final : public BackendImpl {
         caps_(caps),
         forced_tile_(forced_tile_from_env()),
         persistent_(persistent_from_env()),
-        max_ctas_(max_ctas_from_env()) {}
+        max_ctas_(max_ctas_from_env()) {
+    using fused_sm80::TileShape;
+    if (forced_tile_ == TileShape::wg128) {
+      if (!fused_sm80::tile_runs_on(TileShape::wg128, caps_.sm))
+        throw Error(ErrorCode::unsupported, "QKV2CTX_FUSED_TILE = 'wg128' needs an sm_90 device (wgmma, sm_90a code); "
+                                            "device " + std::to_string(caps_.device) + " is sm_" +
+                                                std::to_string(caps_.sm));
+      if (!fused_sm80::has_tile(TileShape::wg128, desc_.head_size))
+        throw Error(ErrorCode::unsupported, "QKV2CTX_FUSED_TILE = 'wg128' has no kernel for head size " +
+                                                std::to_string(desc_.head_size) + "; it is compiled for 64 and 128");
+    }
+  }
 
   Backend kind() const override { return Backend::cuda_fused; }
   MemSpace memory_space() const override { return MemSpace::cuda; }
 
   std::string describe() const override {
     using fused_sm80::TileShape;
+    const TileShape large = fused_sm80::large_tile_for_device(desc_.head_size, caps_.sm, fused_sm80::kWgmmaMinSeqlen);
+    const TileShape large_short = fused_sm80::large_tile_for_device(desc_.head_size, caps_.sm, 1);
     if (forced_tile_)
-      return std::string("fused_sm80 flash attention, ") + (desc_.dtype == DType::bf16 ? "BF16" : "FP16") +
-             " mma.sync m16n8k16, D=" + std::to_string(desc_.head_size) + ", tile forced by QKV2CTX_FUSED_TILE: " +
+      return std::string("fused flash attention, ") + (desc_.dtype == DType::bf16 ? "BF16" : "FP16") +
+             ", D=" + std::to_string(desc_.head_size) + ", tile forced by QKV2CTX_FUSED_TILE: " +
              describe_tile(*forced_tile_, desc_.head_size) + ", " +
              describe_schedule(*forced_tile_, desc_.head_size, persistent_on());
-    return std::string("fused_sm80 flash attention, ") + (desc_.dtype == DType::bf16 ? "BF16" : "FP16") +
-           " mma.sync m16n8k16 with FP32 accumulation, online softmax (exp2), P rounded to " +
+    return std::string("fused flash attention, ") + (desc_.dtype == DType::bf16 ? "BF16" : "FP16") +
+           " tensor cores with FP32 accumulation, online softmax (exp2), P rounded to " +
            (desc_.dtype == DType::bf16 ? "BF16" : "FP16") + " in registers, D=" +
            std::to_string(desc_.head_size) + "; per run: S <= 64 or fewer than " +
            "4 CTAs per SM at BM=128 -> " + describe_tile(TileShape::m64, desc_.head_size) + ", " +
            describe_schedule(TileShape::m64, desc_.head_size, persistent_on()) + "; otherwise " +
-           describe_tile(fused_sm80::tile_for_head_size(TileShape::m128, desc_.head_size), desc_.head_size) + ", " +
-           describe_schedule(fused_sm80::tile_for_head_size(TileShape::m128, desc_.head_size), desc_.head_size,
-                             persistent_on()) +
+           (large == large_short
+                ? std::string()
+                : "S <= " + std::to_string(fused_sm80::kWgmmaMinSeqlen - 1) + " -> " +
+                      describe_tile(large_short, desc_.head_size) + ", " +
+                      describe_schedule(large_short, desc_.head_size, persistent_on()) + "; longer -> ") +
+           describe_tile(large, desc_.head_size) + ", " + describe_schedule(large, desc_.head_size, persistent_on()) +
            (desc_.mask == MaskMode::varlen
                 ? "; varlen tile order: longest-first (sequences by query-tile count, slot-major over the "
                   "heads) for B <= " + std::to_string(fused_sm80::kLongestFirstMaxBatch) + ", else sequence order"
@@ -191,7 +215,7 @@ class FusedBackend final : public BackendImpl {
     ScopedDevice on(caps_.device);
     check_alignment("qkv", p.qkv);
     check_alignment("out", p.out);
-    const fused_sm80::FusedLaunch launch = fused_sm80::plan_fused_launch(p, caps_.num_sms, forced_tile_, persistent_on(),
+    const fused_sm80::FusedLaunch launch = fused_sm80::plan_fused_launch(p, caps_.num_sms, caps_.sm, forced_tile_, persistent_on(),
                                                                             max_ctas_, caps_.max_smem_optin);
     fused_sm80::launch_fused(launch, static_cast<cudaStream_t>(p.stream));
   }

@@ -31,6 +31,7 @@
 #include "cuda/common/quad_reduce.cuh"
 #include "cuda/fused_sm80/fused_params.hpp"
 #include "cuda/fused_sm80/fused_schedule.cuh"
+#include "cuda/fused_sm80/fused_softmax.cuh"
 #include "cuda/fused_sm80/fused_tile_policy.hpp"
 
 namespace qkv2ctx::fused_sm80 {
@@ -110,9 +111,6 @@ struct TileCopier {
     }
   }
 };
-
-using cuda::quad_max;  // cuda/common/quad_reduce.cuh
-using cuda::quad_sum;
 
 }  // namespace detail
 
@@ -196,51 +194,14 @@ struct WarpTile {
   // Keys at or past `valid_cols` of this tile get -inf (only the last, partial tile).
   __device__ __forceinline__ static void mask_keys(Scores& s, int valid_cols, int quad_col) {
 #pragma unroll
-    for (int nt = 0; nt < Tr::kNTiles; ++nt)
-#pragma unroll
-      for (int e = 0; e < 2; ++e)
-        if (nt * 8 + quad_col + e >= valid_cols) {
-#pragma unroll
-          for (int mi = 0; mi < MT; ++mi) s[mi][nt][e] = s[mi][nt][2 + e] = -INFINITY;
-        }
+    for (int mi = 0; mi < MT; ++mi) mask_tile_keys(s[mi], valid_cols, quad_col);
   }
 
-  // Online softmax: p = 2^(s * scale * log2e - m) in place, O and the partial sums rescaled by
-  // 2^(m_old - m). Every processed tile has a valid key, so m stays finite; scale_log2 > 0 commutes
-  // with max. The row sums stay per thread (FP32, before P is rounded) until the epilogue.
+  // Online softmax of each 16-row tile (fused_softmax.cuh).
   __device__ __forceinline__ void softmax(Scores& s, Probs& pa, float scale_log2) {
 #pragma unroll
-    for (int mi = 0; mi < MT; ++mi) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        float mx = -INFINITY;
-#pragma unroll
-        for (int nt = 0; nt < Tr::kNTiles; ++nt) mx = fmaxf(mx, fmaxf(s[mi][nt][2 * h], s[mi][nt][2 * h + 1]));
-        const float m_new = fmaxf(row_max[mi][h], detail::quad_max(mx) * scale_log2);
-        const float alpha = cuda::ptx::exp2_approx(row_max[mi][h] - m_new);  // 0 on the first tile
-        row_max[mi][h] = m_new;
-        float sum = 0.0f;
-#pragma unroll
-        for (int nt = 0; nt < Tr::kNTiles; ++nt)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float pr = cuda::ptx::exp2_approx(fmaf(s[mi][nt][2 * h + e], scale_log2, -m_new));
-            s[mi][nt][2 * h + e] = pr;
-            sum += pr;
-          }
-        // Round each row pair as soon as it exists, so the FP32 scores die during the softmax: the
-        // packed P (half the registers) is what lives until P·V (D = 128 at BN = 64 needs that room).
-#pragma unroll
-        for (int nt = 0; nt < Tr::kNTiles; ++nt)
-          pa[mi][nt / 2][(nt & 1) * 2 + h] = cuda::ptx::pack2_rn<Elem>(s[mi][nt][2 * h], s[mi][nt][2 * h + 1]);
-        row_sum[mi][h] = row_sum[mi][h] * alpha + sum;
-#pragma unroll
-        for (int dt = 0; dt < Tr::kDTiles; ++dt) {
-          o[mi][dt][2 * h] *= alpha;
-          o[mi][dt][2 * h + 1] *= alpha;
-        }
-      }
-    }
+    for (int mi = 0; mi < MT; ++mi)
+      online_softmax_tile<Elem>(s[mi], pa[mi], o[mi], row_max[mi], row_sum[mi], scale_log2);
   }
 
   // O += P · V for the V tile at shared-memory address v_tile; P as softmax() rounded it to the element
@@ -359,20 +320,6 @@ __device__ __forceinline__ void mainloop(WarpTile<Tr>& wt, const CtaCtx<Tr>& c, 
   }
 }
 
-// Rows of an item whose sequence has no valid key: an all-zero context (no load, no NaN).
-template <class Tr>
-__device__ __forceinline__ void write_zero_rows(const FusedParams& p, const CtaWork& w) {
-  using Elem = typename Tr::Elem;
-  constexpr int D = Tr::kHeadDim, kCpr = Tr::kChunksPerRow;
-  Elem* o = static_cast<Elem*>(p.out) + out_offset(p.layout, w.row0, w.head, 0, p.num_heads, D, p.num_tokens);
-  const std::int64_t stride = w.row_step * p.num_heads * D;
-  const int q0 = w.m_block * Tr::kBlockM;
-  for (int i = static_cast<int>(threadIdx.x); i < Tr::kBlockM * kCpr; i += Tr::kThreads) {
-    const int r = i / kCpr, ch = i % kCpr;
-    if (q0 + r < w.rows) *reinterpret_cast<uint4*>(o + (q0 + r) * stride + ch * 8) = make_uint4(0, 0, 0, 0);
-  }
-}
-
 // This CTA's next item with work (ItemIter order); items of sequences without valid keys are written
 // as zeros on the way. Called by every thread (warp-collective schedule).
 template <class Tr>
@@ -452,8 +399,7 @@ __device__ __forceinline__ void persistent_cta(const FusedParams& p) {
       for (int mi = 0; mi < MT; ++mi) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          const float l = detail::quad_sum(wt.row_sum[mi][h]);
-          const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+          const float inv = inverse_row_sum(wt.row_sum[mi][h]);
           unsigned char* row = staging + (warp_row0 + mi * 16 + g + 8 * h) * kRowBytes;
 #pragma unroll
           for (int dt = 0; dt < Tr::kDTiles; ++dt)
@@ -598,8 +544,7 @@ __device__ __forceinline__ void single_item_cta(const FusedParams& p) {
   for (int mi = 0; mi < MT; ++mi) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const float l = detail::quad_sum(wt.row_sum[mi][h]);
-      const float inv = l > 0.0f ? 1.0f / l : 0.0f;  // l = 0 only for a sequence without valid keys
+      const float inv = inverse_row_sum(wt.row_sum[mi][h]);  // 0 only for a sequence without valid keys
       unsigned char* row = smem + (warp_row0 + mi * 16 + g + 8 * h) * kRowBytes;
 #pragma unroll
       for (int dt = 0; dt < Tr::kDTiles; ++dt)

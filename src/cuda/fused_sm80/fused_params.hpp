@@ -49,12 +49,13 @@ struct FusedLaunch {
   TileShape tile = TileShape::m128;
 };
 
-// The launch for a validated run on a device with `num_sms` SMs: the tile shape from choose_tile()
+// The launch for a validated run on a device with `num_sms` SMs of version `sm` (90 for sm_90): the tile
+// shape from choose_tile_for_device()
 // unless `forced` (benchmarks compare both), grid slots and K/V stages from fused_tile_policy.hpp.
 // allow_persistent = false keeps one item per CTA (QKV2CTX_FUSED_PERSISTENT=0, for comparisons).
 // max_smem_optin (bytes a block may opt into; 0: not checked): a default shape that needs more (m128n64
 // on 99 KiB sm_86/sm_89 parts) gives way to m128.
-FusedLaunch plan_fused_launch(const RunParams& run, int num_sms, std::optional<TileShape> forced = {},
+FusedLaunch plan_fused_launch(const RunParams& run, int num_sms, int sm, std::optional<TileShape> forced = {},
                               bool allow_persistent = true, int max_ctas = 0, int max_smem_optin = 0);
 
 // Launches it (no allocation, no host synchronization). A varlen run with no sequence (B = 0) has

@@ -154,4 +154,19 @@ struct ItemIter {
   }
 };
 
+// Rows of an item whose sequence has no valid key: an all-zero context (no load, no NaN).
+// Tr: kHeadDim, kChunksPerRow (16-byte chunks per row), kBlockM, kThreads, Elem.
+template <class Tr>
+__device__ __forceinline__ void write_zero_rows(const FusedParams& p, const CtaWork& w) {
+  using Elem = typename Tr::Elem;
+  constexpr int D = Tr::kHeadDim, kCpr = Tr::kChunksPerRow;
+  Elem* o = static_cast<Elem*>(p.out) + out_offset(p.layout, w.row0, w.head, 0, p.num_heads, D, p.num_tokens);
+  const std::int64_t stride = w.row_step * p.num_heads * D;
+  const int q0 = w.m_block * Tr::kBlockM;
+  for (int i = static_cast<int>(threadIdx.x); i < Tr::kBlockM * kCpr; i += Tr::kThreads) {
+    const int r = i / kCpr, ch = i % kCpr;
+    if (q0 + r < w.rows) *reinterpret_cast<uint4*>(o + (q0 + r) * stride + ch * 8) = make_uint4(0, 0, 0, 0);
+  }
+}
+
 }  // namespace qkv2ctx::fused_sm80

@@ -37,11 +37,26 @@ constexpr bool is_supported_head_size(int d) {
 // moves only when a tile would give p > 2^8, so most tiles skip alpha and the D/2 FMULs of the O
 // rescale): within +-1.5% of the eager rescale at every bar shape (BF16 D = 128 S = 2048: 808.0 /
 // 819.5 vs 820.4 / 808.7 µs). The rescale is not on the critical path of mma.sync tiles.
-enum class TileShape : std::uint8_t { m64, m128, m128n64 };
+//  wg128: the Hopper tile (fused_sm90/fused_wgmma.cuh, sm_90a only): 2 warpgroups x 64 query rows, K/V
+//        tiles of 128 keys; Q·Kᵀ and P·V on wgmma (m64n128k16 from shared memory; m64nDk16 with P from
+//        registers and V read transposed by the tensor core), operands in 128-byte-swizzled
+//        tiles, 2-stage cp.async ring. Compiled for D = 64 and 128 (the 128-byte-swizzled tiles hold
+//        whole 64-element column blocks; D = 32 / 80 / 96 stay on the sm_80 tiles).
+enum class TileShape : std::uint8_t { m64, m128, m128n64, wg128 };
 
 // Whether (shape, head size) has a compiled kernel.
 constexpr bool has_tile(TileShape shape, int head_size) {
-  return shape != TileShape::m128n64 || head_size == 128;
+  switch (shape) {
+    case TileShape::m128n64: return head_size == 128;
+    case TileShape::wg128: return head_size == 64 || head_size == 128;
+    default: return true;
+  }
+}
+
+// The SM version a shape needs (wgmma: sm_90a; the library compiles sm_90a SASS for it).
+constexpr int tile_min_sm(TileShape shape) { return shape == TileShape::wg128 ? 90 : 80; }
+constexpr bool tile_runs_on(TileShape shape, int sm) {
+  return sm >= tile_min_sm(shape) && (shape != TileShape::wg128 || sm == 90);
 }
 
 struct TileConfig {
@@ -53,11 +68,27 @@ struct TileConfig {
   bool q_in_registers;    // Q fragments loaded once (else re-read from shared memory per K tile)
   int min_blocks_per_sm;  // __launch_bounds__ occupancy target (caps registers per thread)
   bool persistent;        // compiled with the persistent schedule (persistent_fits() must hold)
+  bool padded_rows;       // shared-memory rows padded by 16 bytes (ldmatrix); else 128-byte-swizzled (wgmma)
 };
 
 constexpr TileConfig tile_config(TileShape shape, int head_size) {
   TileConfig c{};
   c.kv_stages = 2;
+  if (shape == TileShape::wg128) {
+    c.warps = 8;
+    c.m_tiles_per_warp = 1;
+    c.block_m = 128;
+    // D = 64: 64-key tiles at <= 128 registers, 2 CTAs (16 warps) per SM. 128-key tiles need 175
+    // registers (one CTA per SM) and ran 95.2 vs 72.9 µs (H100, H = 16, S = 384, B = 32).
+    // D = 128: 128-key tiles, one CTA of up to 255 registers.
+    c.block_n = head_size <= 64 ? 64 : 128;
+    c.min_blocks_per_sm = head_size <= 64 ? 2 : 1;
+    c.q_in_registers = false;  // Q is a shared-memory wgmma operand
+    c.persistent = false;
+    c.padded_rows = false;
+    return c;
+  }
+  c.padded_rows = true;
   c.warps = 4;
   c.m_tiles_per_warp = shape == TileShape::m64 ? 1 : 2;
   c.block_m = c.warps * 16 * c.m_tiles_per_warp;
@@ -95,8 +126,12 @@ constexpr int kv_stages_for(const TileConfig& c, int max_seqlen) {
 
 // Dynamic shared memory (bytes, 2-byte elements): `q_buffers` Q tiles (each reused for staging its
 // item's output) plus `stages` K tiles and `stages` V tiles.
+// The Hopper tile's 128-byte-swizzled tiles need a 1024-byte aligned base: the kernel aligns the dynamic
+// shared memory itself, within this much slack.
+inline constexpr int kSmemAlignSlack = 1024;
 constexpr int smem_bytes(const TileConfig& c, int head_size, int stages, int q_buffers = 1) {
-  return (q_buffers * c.block_m + 2 * stages * c.block_n) * smem_row_elems(head_size) * 2;
+  return c.padded_rows ? (q_buffers * c.block_m + 2 * stages * c.block_n) * smem_row_elems(head_size) * 2
+                       : (q_buffers * c.block_m + 2 * stages * c.block_n) * head_size * 2 + kSmemAlignSlack;
 }
 
 // Persistent schedule: a CTA computes several query tiles in turn and issues the next tile's Q, K0,
@@ -174,6 +209,27 @@ constexpr TileShape tile_for_head_size(TileShape shape, int head_size) {
   if (shape == TileShape::m128 && has_tile(TileShape::m128n64, head_size)) return TileShape::m128n64;
   if (!has_tile(shape, head_size)) return TileShape::m128;
   return shape;
+}
+
+// The Hopper tile runs sequences longer than this; shorter ones keep the persistent sm_80 m128 tile,
+// which hides their load latency across items (H100, FP16 H = 12 S = 128 B = 128: 45.0 vs 50.1 µs).
+inline constexpr int kWgmmaMinSeqlen = 129;
+
+// The 128-row shape of a head size on a device of version `sm` for sequences of max_seqlen: the Hopper
+// tile where it runs, has a kernel for the head size and the sequences are long enough, else
+// tile_for_head_size(m128).
+constexpr TileShape large_tile_for_device(int head_size, int sm, int max_seqlen) {
+  if (tile_runs_on(TileShape::wg128, sm) && has_tile(TileShape::wg128, head_size) && max_seqlen >= kWgmmaMinSeqlen)
+    return TileShape::wg128;
+  return tile_for_head_size(TileShape::m128, head_size);
+}
+
+// The default shape of a run on a device: choose_tile()'s choice, its 128 rows as large_tile_for_device().
+constexpr TileShape choose_tile_for_device(int max_seqlen, std::int64_t batch_times_heads, int head_size, int num_sms,
+                                           int sm) {
+  const TileShape shape = choose_tile(max_seqlen, batch_times_heads, num_sms);
+  return shape == TileShape::m128 ? large_tile_for_device(head_size, sm, max_seqlen)
+                                  : tile_for_head_size(shape, head_size);
 }
 
 }  // namespace qkv2ctx::fused_sm80

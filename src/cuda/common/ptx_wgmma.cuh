@@ -1,0 +1,223 @@
+// Inline-PTX wrappers for the sm_90a warpgroup MMA (wgmma) of the Hopper FP16/BF16 kernels. Compiled
+// only for sm_90a (__CUDA_ARCH_FEAT_SM90_ALL); on other targets the wrappers trap, and the host never
+// launches a kernel that reaches them there (the planner takes the Hopper tiles on SM 9.0 only).
+//
+// Shared-memory operands are addressed by matrix descriptors (PTX ISA, "Matrix Descriptor Format"):
+// start address, leading byte offset (LBO), stride byte offset (SBO) and the layout type (bits 62-63,
+// e.g. 1 = 128-byte swizzle), all addresses in 16-byte units. The canonical layouts and what LBO / SBO
+// mean for K-major and MN-major operands are those of the PTX ISA (CUTLASS documents the same forms in
+// cute/atom/mma_traits_sm90_gmma.hpp, make_gmma_desc); the kernel that lays out its tiles says which.
+// V as the B operand of P·V is MN-major ([keys][D] as stored), which 16-bit types allow through
+// imm-trans-b.
+//
+// Accumulators are float d[N/8][4]: d[j][i] is the mma.m16n8 C fragment element i of n-tile j (8
+// columns) of the warp's 16 rows of the 64-row tile: rows g (i = 0, 1) and g + 8 (i = 2, 3), columns
+// 8j + 2q + (i & 1), g = lane / 4, q = lane % 4 (the layout the sm_80 kernels' softmax already uses).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+namespace qkv2ctx::cuda::ptx {
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define QKV2CTX_WGMMA_ENABLED 1
+#endif
+
+// Matrix descriptor with layout type 0 (no swizzle) at shared address `addr`; a swizzled layout ORs its
+// type into bits 62-63.
+__device__ __forceinline__ std::uint64_t wgmma_desc(std::uint32_t addr, std::uint32_t lbo_bytes,
+                                                    std::uint32_t sbo_bytes) {
+  return static_cast<std::uint64_t>((addr & 0x3FFFFu) >> 4) |
+         (static_cast<std::uint64_t>((lbo_bytes >> 4) & 0x3FFFu) << 16) |
+         (static_cast<std::uint64_t>((sbo_bytes >> 4) & 0x3FFFu) << 32);  // layout type 0: no swizzle
+}
+
+__device__ __forceinline__ void wgmma_fence() {
+#ifdef QKV2CTX_WGMMA_ENABLED
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void wgmma_commit() {
+#ifdef QKV2CTX_WGMMA_ENABLED
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+template <int kPending>
+__device__ __forceinline__ void wgmma_wait() {
+#ifdef QKV2CTX_WGMMA_ENABLED
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+#else
+  __trap();
+#endif
+}
+
+// Shared-memory writes of the generic proxy (st.shared, cp.async) become visible to the async proxy
+// wgmma reads through: each writer fences after its writes complete, before the barrier that
+// precedes the wgmma.
+__device__ __forceinline__ void fence_proxy_async_shared() {
+#ifdef QKV2CTX_WGMMA_ENABLED
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+// Pins accumulator registers in program order around an asynchronous wgmma: the empty asm "writes"
+// them, so the compiler neither moves earlier writes past the wgmma nor reads the results before the
+// wait that follows it.
+template <int N>
+__device__ __forceinline__ void wgmma_fence_operands(float (&d)[N][4]) {
+#pragma unroll
+  for (int j = 0; j < N; ++j)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) asm volatile("" : "+f"(d[j][i])::"memory");
+}
+
+// Operand lists of the asm statements below, per N: the accumulator registers and the argument
+// numbers that follow them (written out once: inline asm needs literal strings).
+#define QKV2CTX_WGMMA_REGS_N32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}"
+#define QKV2CTX_WGMMA_ARG0_N32 "%16"
+#define QKV2CTX_WGMMA_ARG1_N32 "%17"
+#define QKV2CTX_WGMMA_ARG2_N32 "%18"
+#define QKV2CTX_WGMMA_ARG3_N32 "%19"
+#define QKV2CTX_WGMMA_ARG4_N32 "%20"
+#define QKV2CTX_WGMMA_ARG5_N32 "%21"
+#define QKV2CTX_WGMMA_ACC_N32(d) \
+    "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), \
+    "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
+    "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), \
+    "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+#define QKV2CTX_WGMMA_REGS_N64 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define QKV2CTX_WGMMA_ARG0_N64 "%32"
+#define QKV2CTX_WGMMA_ARG1_N64 "%33"
+#define QKV2CTX_WGMMA_ARG2_N64 "%34"
+#define QKV2CTX_WGMMA_ARG3_N64 "%35"
+#define QKV2CTX_WGMMA_ARG4_N64 "%36"
+#define QKV2CTX_WGMMA_ARG5_N64 "%37"
+#define QKV2CTX_WGMMA_ACC_N64(d) \
+    "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), \
+    "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
+    "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), \
+    "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), \
+    "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), \
+    "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), \
+    "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), \
+    "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+#define QKV2CTX_WGMMA_REGS_N128 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+#define QKV2CTX_WGMMA_ARG0_N128 "%64"
+#define QKV2CTX_WGMMA_ARG1_N128 "%65"
+#define QKV2CTX_WGMMA_ARG2_N128 "%66"
+#define QKV2CTX_WGMMA_ARG3_N128 "%67"
+#define QKV2CTX_WGMMA_ARG4_N128 "%68"
+#define QKV2CTX_WGMMA_ARG5_N128 "%69"
+#define QKV2CTX_WGMMA_ACC_N128(d) \
+    "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), \
+    "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
+    "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), \
+    "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), \
+    "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), \
+    "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), \
+    "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), \
+    "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), \
+    "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), \
+    "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), \
+    "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), \
+    "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), \
+    "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), \
+    "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), \
+    "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), \
+    "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+
+
+// d (+)= A·Bᵀ, m64nNk16, Elem x Elem -> f32, A and B K-major in shared memory (descriptors): the
+// scores Q·Kᵀ. accumulate = false overwrites d.
+#define QKV2CTX_WGMMA_SS(N, TY)                                                                       \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " QKV2CTX_WGMMA_ARG2_N##N ", 0;\n"                   \
+               "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " QKV2CTX_WGMMA_REGS_N##N \
+               ", " QKV2CTX_WGMMA_ARG0_N##N ", " QKV2CTX_WGMMA_ARG1_N##N ", p, 1, 1, 0, 0;\n}\n"        \
+               : QKV2CTX_WGMMA_ACC_N##N(d)                                                            \
+               : "l"(desc_a), "l"(desc_b), "r"(accumulate ? 1 : 0))
+
+// d += A·B, m64nNk16, A from registers (the mma.m16n8k16 A fragment layout of the warp's 16 rows:
+// P straight from the softmax), B MN-major in shared memory (imm-trans-b = 1: V as stored, [keys][D]).
+#define QKV2CTX_WGMMA_RS(N, TY)                                                                        \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " QKV2CTX_WGMMA_ARG5_N##N ", 0;\n"                    \
+               "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " QKV2CTX_WGMMA_REGS_N##N  \
+               ", {" QKV2CTX_WGMMA_ARG0_N##N ", " QKV2CTX_WGMMA_ARG1_N##N ", " QKV2CTX_WGMMA_ARG2_N##N  \
+               ", " QKV2CTX_WGMMA_ARG3_N##N "}, " QKV2CTX_WGMMA_ARG4_N##N ", p, 1, 1, 1;\n}\n"           \
+               : QKV2CTX_WGMMA_ACC_N##N(d)                                                             \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1))
+
+template <class Elem, int N>
+__device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], std::uint64_t desc_a, std::uint64_t desc_b,
+                                         bool accumulate) {
+  static_assert(std::is_same_v<Elem, __half> || std::is_same_v<Elem, __nv_bfloat16>, "wgmma_ss: f16 or bf16");
+  constexpr bool kHalf = std::is_same_v<Elem, __half>;
+#ifdef QKV2CTX_WGMMA_ENABLED
+  if constexpr (N == 64) {
+    if constexpr (kHalf) QKV2CTX_WGMMA_SS(64, "f16"); else QKV2CTX_WGMMA_SS(64, "bf16");
+  } else if constexpr (N == 128) {
+    if constexpr (kHalf) QKV2CTX_WGMMA_SS(128, "f16"); else QKV2CTX_WGMMA_SS(128, "bf16");
+  } else {
+    static_assert(N == 64 || N == 128, "wgmma_ss: N = 64 or 128 (keys per K tile)");
+  }
+#else
+  (void)d, (void)desc_a, (void)desc_b, (void)accumulate, (void)kHalf;
+  __trap();
+#endif
+}
+
+template <class Elem, int N>
+__device__ __forceinline__ void wgmma_rs_trans_b(float (&d)[N / 8][4], const std::uint32_t (&a)[4],
+                                                 std::uint64_t desc_b) {
+  static_assert(std::is_same_v<Elem, __half> || std::is_same_v<Elem, __nv_bfloat16>, "wgmma_rs: f16 or bf16");
+  constexpr bool kHalf = std::is_same_v<Elem, __half>;
+#ifdef QKV2CTX_WGMMA_ENABLED
+  if constexpr (N == 32) {
+    if constexpr (kHalf) QKV2CTX_WGMMA_RS(32, "f16"); else QKV2CTX_WGMMA_RS(32, "bf16");
+  } else if constexpr (N == 64) {
+    if constexpr (kHalf) QKV2CTX_WGMMA_RS(64, "f16"); else QKV2CTX_WGMMA_RS(64, "bf16");
+  } else if constexpr (N == 128) {
+    if constexpr (kHalf) QKV2CTX_WGMMA_RS(128, "f16"); else QKV2CTX_WGMMA_RS(128, "bf16");
+  } else {
+    static_assert(N == 32 || N == 64 || N == 128, "wgmma_rs: N = 32, 64 or 128 (the head size)");
+  }
+#else
+  (void)d, (void)a, (void)desc_b, (void)kHalf;
+  __trap();
+#endif
+}
+
+#undef QKV2CTX_WGMMA_SS
+#undef QKV2CTX_WGMMA_RS
+#undef QKV2CTX_WGMMA_ACC_N128
+#undef QKV2CTX_WGMMA_ACC_N32
+#undef QKV2CTX_WGMMA_ACC_N64
+#undef QKV2CTX_WGMMA_ARG0_N128
+#undef QKV2CTX_WGMMA_ARG0_N32
+#undef QKV2CTX_WGMMA_ARG0_N64
+#undef QKV2CTX_WGMMA_ARG1_N128
+#undef QKV2CTX_WGMMA_ARG1_N32
+#undef QKV2CTX_WGMMA_ARG1_N64
+#undef QKV2CTX_WGMMA_ARG2_N128
+#undef QKV2CTX_WGMMA_ARG2_N32
+#undef QKV2CTX_WGMMA_ARG2_N64
+#undef QKV2CTX_WGMMA_ARG3_N128
+#undef QKV2CTX_WGMMA_ARG3_N32
+#undef QKV2CTX_WGMMA_ARG3_N64
+#undef QKV2CTX_WGMMA_ARG4_N128
+#undef QKV2CTX_WGMMA_ARG4_N32
+#undef QKV2CTX_WGMMA_ARG4_N64
+#undef QKV2CTX_WGMMA_ARG5_N128
+#undef QKV2CTX_WGMMA_ARG5_N32
+#undef QKV2CTX_WGMMA_ARG5_N64
+#undef QKV2CTX_WGMMA_REGS_N128
+#undef QKV2CTX_WGMMA_REGS_N32
+#undef QKV2CTX_WGMMA_REGS_N64
+
+}  // namespace qkv2ctx::cuda::ptx
