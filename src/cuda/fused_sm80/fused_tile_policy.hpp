@@ -80,7 +80,8 @@ constexpr TileConfig tile_config(TileShape shape, int head_size) {
     c.block_m = 128;
     // D = 64: 64-key tiles at <= 128 registers, 2 CTAs (16 warps) per SM. 128-key tiles need 175
     // registers (one CTA per SM) and ran 95.2 vs 72.9 µs (H100, H = 16, S = 384, B = 32).
-    // D = 128: 128-key tiles, one CTA of up to 255 registers.
+    // D = 128: 128-key tiles, one CTA of up to 255 registers (64-key tiles at 2 CTAs per SM spill
+    // 468 bytes at the 128-register cap, ptxas -v).
     c.block_n = head_size <= 64 ? 64 : 128;
     c.min_blocks_per_sm = head_size <= 64 ? 2 : 1;
     c.q_in_registers = false;  // Q is a shared-memory wgmma operand
