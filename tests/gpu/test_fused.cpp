@@ -251,23 +251,6 @@ TEST(FusedSanitizer, PersistentFewCtas) {
   ::unsetenv("QKV2CTX_FUSED_MAX_CTAS");
 }
 
-// The Hopper tile (sm_90 only) on small problems of every mask, both layouts and both head sizes,
-// multi-tile, partial-tile and zero-key sequences: racecheck covers the K/V ring between the cp.async
-// writes and the wgmma reads, and the epilogue's staging in the Q tile.
-TEST(FusedSanitizer, HopperTile) {
-  QKV2CTX_REQUIRE_GPU();
-  if (!fused_sm80::tile_runs_on(fused_sm80::TileShape::wg128, device_sm())) GTEST_SKIP() << "wg128 needs sm_90";
-  ForcedTile forced("wg128");
-  for (MaskMode mask : {MaskMode::none, MaskMode::lengths, MaskMode::varlen}) {
-    expect_matches_reference(make_desc(DType::fp16, 2, 64, Layout::trt, mask), random_problem(mask, 3, 300, fresh_seed()),
-                             kFused);
-    expect_matches_reference(make_desc(DType::bf16, 1, 128, Layout::hf, mask), random_problem(mask, 2, 200, fresh_seed()),
-                             kFused);
-    expect_matches_reference(make_desc(DType::fp16, 3, 64, Layout::hf, mask), random_problem(mask, 4, 70, fresh_seed()),
-                             kFused);
-  }
-}
-
 // lengths mode: len = 0 everywhere (all-zero context), len > S (clamped to S), negative len (zeros).
 TEST(FusedLengths, ClampedLengths) {
   QKV2CTX_REQUIRE_GPU();
@@ -386,13 +369,17 @@ TEST(FusedBackend, MisalignedTensorsAreRejected) {
 // the D = 80 / 96 copies with idle threads, every mask, and varlen with empty sequences.
 TEST(FusedSanitizer, SmallShapes) {
   QKV2CTX_REQUIRE_GPU();
-  for (const char* tile : {"m64", "m128"}) {
+  for (const char* tile : {"m64", "m128", "wg128"}) {
+    // wg128 (sm_90 only): D = 64 and 128, where racecheck covers the K/V ring between the cp.async
+    // writes and the wgmma reads (S = 200: 4 key tiles, both unrolled parities) and the epilogue staging.
+    const bool hopper = std::string(tile) == "wg128";
+    if (hopper && !fused_sm80::tile_runs_on(fused_sm80::TileShape::wg128, device_sm())) continue;
     ForcedTile forced(tile);
     for (MaskMode mask : {MaskMode::none, MaskMode::lengths, MaskMode::varlen}) {
       expect_matches_reference(make_desc(DType::fp16, 2, 64, Layout::trt, mask), random_problem(mask, 3, 200, fresh_seed()),
                                kFused);
-      expect_matches_reference(make_desc(DType::bf16, 1, 80, Layout::hf, mask), random_problem(mask, 4, 65, fresh_seed()),
-                               kFused);
+      expect_matches_reference(make_desc(DType::bf16, 1, hopper ? 128 : 80, Layout::hf, mask),
+                               random_problem(mask, hopper ? 2 : 4, hopper ? 300 : 65, fresh_seed()), kFused);
       expect_matches_reference(make_desc(DType::fp16, 1, 128, Layout::hf, mask), random_problem(mask, 1, 1, fresh_seed()),
                                kFused);
     }
