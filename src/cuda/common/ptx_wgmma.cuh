@@ -69,7 +69,9 @@ __device__ __forceinline__ void fence_proxy_async_shared() {
 
 // Pins accumulator registers in program order around an asynchronous wgmma: the empty asm "writes"
 // them, so the compiler neither moves earlier writes past the wgmma nor reads the results before the
-// wait that follows it.
+// wait that follows it. It orders values, not registers: an empty asm emits no PTX, and a "+" operand
+// may be satisfied through a copy, so it cannot keep a wgmma's A registers from being reused before
+// the wait (fused_wgmma.cuh writes new P only after the wait, ordered by a fence on its inputs).
 template <int N>
 __device__ __forceinline__ void wgmma_fence_operands(float (&d)[N][4]) {
 #pragma unroll
@@ -80,18 +82,6 @@ __device__ __forceinline__ void wgmma_fence_operands(float (&d)[N][4]) {
 
 // Operand lists of the asm statements below, per N: the accumulator registers and the argument
 // numbers that follow them (written out once: inline asm needs literal strings).
-#define QKV2CTX_WGMMA_REGS_N32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}"
-#define QKV2CTX_WGMMA_ARG0_N32 "%16"
-#define QKV2CTX_WGMMA_ARG1_N32 "%17"
-#define QKV2CTX_WGMMA_ARG2_N32 "%18"
-#define QKV2CTX_WGMMA_ARG3_N32 "%19"
-#define QKV2CTX_WGMMA_ARG4_N32 "%20"
-#define QKV2CTX_WGMMA_ARG5_N32 "%21"
-#define QKV2CTX_WGMMA_ACC_N32(d) \
-    "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), \
-    "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
-    "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), \
-    "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
 #define QKV2CTX_WGMMA_REGS_N64 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
 #define QKV2CTX_WGMMA_ARG0_N64 "%32"
 #define QKV2CTX_WGMMA_ARG1_N64 "%33"
@@ -99,15 +89,6 @@ __device__ __forceinline__ void wgmma_fence_operands(float (&d)[N][4]) {
 #define QKV2CTX_WGMMA_ARG3_N64 "%35"
 #define QKV2CTX_WGMMA_ARG4_N64 "%36"
 #define QKV2CTX_WGMMA_ARG5_N64 "%37"
-#define QKV2CTX_WGMMA_ACC_N64(d) \
-    "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), \
-    "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
-    "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), \
-    "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), \
-    "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), \
-    "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), \
-    "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), \
-    "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
 #define QKV2CTX_WGMMA_REGS_N128 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
 #define QKV2CTX_WGMMA_ARG0_N128 "%64"
 #define QKV2CTX_WGMMA_ARG1_N128 "%65"
@@ -115,24 +96,17 @@ __device__ __forceinline__ void wgmma_fence_operands(float (&d)[N][4]) {
 #define QKV2CTX_WGMMA_ARG3_N128 "%67"
 #define QKV2CTX_WGMMA_ARG4_N128 "%68"
 #define QKV2CTX_WGMMA_ARG5_N128 "%69"
-#define QKV2CTX_WGMMA_ACC_N128(d) \
-    "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), \
-    "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
-    "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), \
-    "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), \
-    "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), \
-    "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), \
-    "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), \
-    "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), \
-    "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), \
-    "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), \
-    "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), \
-    "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), \
-    "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), \
-    "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), \
-    "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), \
-    "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
 
+
+// The "+f" operands of n-tile j (8 columns: 4 accumulators per thread); N columns = N/8 tiles.
+#define QKV2CTX_WGMMA_ACC_TILE(d, j) "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])
+#define QKV2CTX_WGMMA_ACC_N64(d)                                                                                 \
+  QKV2CTX_WGMMA_ACC_TILE(d, 0), QKV2CTX_WGMMA_ACC_TILE(d, 1), QKV2CTX_WGMMA_ACC_TILE(d, 2), QKV2CTX_WGMMA_ACC_TILE(d, 3), \
+      QKV2CTX_WGMMA_ACC_TILE(d, 4), QKV2CTX_WGMMA_ACC_TILE(d, 5), QKV2CTX_WGMMA_ACC_TILE(d, 6), QKV2CTX_WGMMA_ACC_TILE(d, 7)
+#define QKV2CTX_WGMMA_ACC_N128(d) \
+  QKV2CTX_WGMMA_ACC_N64(d), QKV2CTX_WGMMA_ACC_TILE(d, 8), QKV2CTX_WGMMA_ACC_TILE(d, 9), QKV2CTX_WGMMA_ACC_TILE(d, 10), \
+      QKV2CTX_WGMMA_ACC_TILE(d, 11), QKV2CTX_WGMMA_ACC_TILE(d, 12), QKV2CTX_WGMMA_ACC_TILE(d, 13),             \
+      QKV2CTX_WGMMA_ACC_TILE(d, 14), QKV2CTX_WGMMA_ACC_TILE(d, 15)
 
 // d (+)= A·Bᵀ, m64nNk16, Elem x Elem -> f32, A and B K-major in shared memory (descriptors): the
 // scores Q·Kᵀ. accumulate = false overwrites d.
@@ -178,14 +152,12 @@ __device__ __forceinline__ void wgmma_rs_trans_b(float (&d)[N / 8][4], const std
   static_assert(std::is_same_v<Elem, __half> || std::is_same_v<Elem, __nv_bfloat16>, "wgmma_rs: f16 or bf16");
   constexpr bool kHalf = std::is_same_v<Elem, __half>;
 #ifdef QKV2CTX_WGMMA_ENABLED
-  if constexpr (N == 32) {
-    if constexpr (kHalf) QKV2CTX_WGMMA_RS(32, "f16"); else QKV2CTX_WGMMA_RS(32, "bf16");
-  } else if constexpr (N == 64) {
+  if constexpr (N == 64) {
     if constexpr (kHalf) QKV2CTX_WGMMA_RS(64, "f16"); else QKV2CTX_WGMMA_RS(64, "bf16");
   } else if constexpr (N == 128) {
     if constexpr (kHalf) QKV2CTX_WGMMA_RS(128, "f16"); else QKV2CTX_WGMMA_RS(128, "bf16");
   } else {
-    static_assert(N == 32 || N == 64 || N == 128, "wgmma_rs: N = 32, 64 or 128 (the head size)");
+    static_assert(N == 64 || N == 128, "wgmma_rs: N = 64 or 128 (the head size)");
   }
 #else
   (void)d, (void)a, (void)desc_b, (void)kHalf;
@@ -195,29 +167,22 @@ __device__ __forceinline__ void wgmma_rs_trans_b(float (&d)[N / 8][4], const std
 
 #undef QKV2CTX_WGMMA_SS
 #undef QKV2CTX_WGMMA_RS
+#undef QKV2CTX_WGMMA_ACC_TILE
 #undef QKV2CTX_WGMMA_ACC_N128
-#undef QKV2CTX_WGMMA_ACC_N32
 #undef QKV2CTX_WGMMA_ACC_N64
 #undef QKV2CTX_WGMMA_ARG0_N128
-#undef QKV2CTX_WGMMA_ARG0_N32
 #undef QKV2CTX_WGMMA_ARG0_N64
 #undef QKV2CTX_WGMMA_ARG1_N128
-#undef QKV2CTX_WGMMA_ARG1_N32
 #undef QKV2CTX_WGMMA_ARG1_N64
 #undef QKV2CTX_WGMMA_ARG2_N128
-#undef QKV2CTX_WGMMA_ARG2_N32
 #undef QKV2CTX_WGMMA_ARG2_N64
 #undef QKV2CTX_WGMMA_ARG3_N128
-#undef QKV2CTX_WGMMA_ARG3_N32
 #undef QKV2CTX_WGMMA_ARG3_N64
 #undef QKV2CTX_WGMMA_ARG4_N128
-#undef QKV2CTX_WGMMA_ARG4_N32
 #undef QKV2CTX_WGMMA_ARG4_N64
 #undef QKV2CTX_WGMMA_ARG5_N128
-#undef QKV2CTX_WGMMA_ARG5_N32
 #undef QKV2CTX_WGMMA_ARG5_N64
 #undef QKV2CTX_WGMMA_REGS_N128
-#undef QKV2CTX_WGMMA_REGS_N32
 #undef QKV2CTX_WGMMA_REGS_N64
 
 }  // namespace qkv2ctx::cuda::ptx
