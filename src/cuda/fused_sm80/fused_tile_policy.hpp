@@ -82,6 +82,9 @@ constexpr TileConfig tile_config(TileShape shape, int head_size) {
     // registers (one CTA per SM) and ran 95.2 vs 72.9 µs (H100, H = 16, S = 384, B = 32).
     // D = 128: 128-key tiles, one CTA of up to 255 registers (64-key tiles at 2 CTAs per SM spill
     // 468 bytes at the 128-register cap, ptxas -v).
+    // Not kept either (same run, D = 64): CTAs of one warpgroup (64 rows, 4 per SM; twice the K/V reads
+    // from L2, 164 bytes of spills): 80.7 vs 71.1 µs at H = 16 S = 384 B = 32, 98.6 vs 83.9 at H = 12
+    // S = 512 (ragged varlen 49.2 vs 50.1).
     c.block_n = head_size <= 64 ? 64 : 128;
     c.min_blocks_per_sm = head_size <= 64 ? 2 : 1;
     c.q_in_registers = false;  // Q is a shared-memory wgmma operand
