@@ -92,8 +92,10 @@ TEST(FusedTilePolicy, HopperTile) {
     EXPECT_EQ(c.block_m, 128);
     EXPECT_EQ(c.warps, 8);
     EXPECT_FALSE(c.padded_rows);
-    EXPECT_FALSE(c.persistent);
+    EXPECT_EQ(c.persistent, d == 64) << d;
+    EXPECT_TRUE(persistent_fits(c, d)) << d;
     EXPECT_EQ(smem_bytes(c, d, 2), (128 + 4 * c.block_n) * d * 2 + kSmemAlignSlack);
+    EXPECT_EQ(smem_bytes(c, d, 2, 2), (256 + 4 * c.block_n) * d * 2 + kSmemAlignSlack);
     EXPECT_LE(c.min_blocks_per_sm * (smem_bytes(c, d, c.kv_stages) + 1024), kH100SmemPerSm) << d;
   }
   EXPECT_TRUE(tile_runs_on(TileShape::wg128, 90));

@@ -237,7 +237,8 @@ TEST(FusedPersistent, ManyItemsPerCta) {
 TEST(FusedSanitizer, PersistentFewCtas) {
   QKV2CTX_REQUIRE_GPU();
   ::setenv("QKV2CTX_FUSED_MAX_CTAS", "3", 1);
-  for (const char* tile : {"m64", "m128"}) {
+  for (const char* tile : {"m64", "m128", "wg128"}) {
+    if (std::string(tile) == "wg128" && !fused_sm80::tile_runs_on(fused_sm80::TileShape::wg128, device_sm())) continue;
     ForcedTile forced(tile);
     for (MaskMode mask : {MaskMode::none, MaskMode::lengths, MaskMode::varlen}) {
       expect_matches_reference(make_desc(DType::fp16, 2, 64, Layout::trt, mask),

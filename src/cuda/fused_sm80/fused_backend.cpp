@@ -152,6 +152,9 @@ int max_ctas_from_env() {
 std::string describe_schedule(fused_sm80::TileShape shape, int head_size, bool allow_persistent) {
   const fused_sm80::TileConfig c = fused_sm80::tile_config(shape, head_size);
   const bool on = allow_persistent && c.persistent && fused_sm80::persistent_fits(c, head_size);
+  if (on && shape == fused_sm80::TileShape::wg128)
+    return "persistent (resident CTAs walk the query tiles in snake order; the next tile's Q/K0 load under the "
+           "current one's last P·V and epilogue; 2 Q buffers)";
   return on ? "persistent (resident CTAs walk the query tiles in snake order; the next tile's Q/K0/V0/K1 "
               "load under the current one's last K/V tile; 2 Q buffers)"
             : "one query tile per CTA";

@@ -320,21 +320,6 @@ __device__ __forceinline__ void mainloop(WarpTile<Tr>& wt, const CtaCtx<Tr>& c, 
   }
 }
 
-// This CTA's next item with work (ItemIter order); items of sequences without valid keys are written
-// as zeros on the way. Called by every thread (warp-collective schedule).
-template <class Tr>
-__device__ __forceinline__ bool next_work(const FusedParams& p, ItemIter& items, CtaWork& w) {
-  const std::int64_t num_items =
-      p.tile_slots * p.num_heads * (p.mask == MaskMode::varlen ? 1 : static_cast<std::int64_t>(p.batch));
-  for (;;) {
-    const std::int64_t item = items.next();
-    if (item >= num_items) return false;
-    if (!resolve_cta_work<Tr::kBlockM>(p, item, w)) continue;
-    if (w.keys > 0) return true;
-    write_zero_rows<Tr>(p, w);
-  }
-}
-
 template <class Tr>
 __device__ __forceinline__ void persistent_cta(const FusedParams& p) {
   using Elem = typename Tr::Elem;

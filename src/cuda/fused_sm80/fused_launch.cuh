@@ -41,6 +41,19 @@ void opt_in_smem(Kernel kernel, int max_smem, std::atomic<std::uint64_t>& opted_
   }
 }
 
+// CTAs of a launch: one per item, or for a persistent launch as many as are resident at once (never
+// more than the items; p.max_ctas caps it further).
+template <class Kernel>
+std::int64_t launch_ctas(Kernel kernel, int threads, int smem, std::int64_t items, const FusedParams& p) {
+  if (!p.persistent) return items;
+  int per_sm = 0;
+  QKV2CTX_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+  std::int64_t ctas = static_cast<std::int64_t>(per_sm > 0 ? per_sm : 1) * (p.num_sms > 0 ? p.num_sms : 1);
+  if (items < ctas) ctas = items;
+  if (p.max_ctas > 0 && p.max_ctas < ctas) ctas = p.max_ctas;
+  return ctas;
+}
+
 template <class Tr>
 void launch_fused_instance(const FusedParams& p, cudaStream_t stream) {
   const std::int64_t items = grid_items(p);
@@ -51,16 +64,7 @@ void launch_fused_instance(const FusedParams& p, cudaStream_t stream) {
               smem_bytes(Tr::kConfig, Tr::kHeadDim, Tr::kConfig.kv_stages,
                          Tr::kConfig.persistent && persistent_fits(Tr::kConfig, Tr::kHeadDim) ? 2 : 1),
               opted_in_devices);
-  // Persistent: as many CTAs as are resident at once (never more than the items).
-  std::int64_t ctas = items;
-  if (p.persistent) {
-    int per_sm = 0;
-    QKV2CTX_CUDA_CHECK(
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fused_attention_kernel<Tr>, Tr::kThreads, smem));
-    const std::int64_t resident = static_cast<std::int64_t>(per_sm > 0 ? per_sm : 1) * (p.num_sms > 0 ? p.num_sms : 1);
-    if (resident < ctas) ctas = resident;
-    if (p.max_ctas > 0 && p.max_ctas < ctas) ctas = p.max_ctas;
-  }
+  const std::int64_t ctas = launch_ctas(fused_attention_kernel<Tr>, Tr::kThreads, smem, items, p);
   // A launch error is only visible through cudaGetLastError(), which also returns an unrelated earlier
   // failure nobody collected: clear that first so the check below reports this launch.
   (void)cudaGetLastError();
@@ -68,17 +72,20 @@ void launch_fused_instance(const FusedParams& p, cudaStream_t stream) {
   QKV2CTX_CHECK_LAUNCH("fused_attention_kernel");
 }
 
-// The Hopper tile (sm_90a, one query tile per CTA).
+// The Hopper tile (sm_90a).
 template <class Tr>
 void launch_wgmma_instance(const FusedParams& p, cudaStream_t stream) {
   const std::int64_t items = grid_items(p);
   if (items == 0) return;
-  const int smem = smem_bytes(Tr::kConfig, Tr::kHeadDim, p.kv_stages);
+  const int smem = smem_bytes(Tr::kConfig, Tr::kHeadDim, p.kv_stages, p.q_buffers);
   static std::atomic<std::uint64_t> opted_in_devices{0};
-  opt_in_smem(fused_sm90::fused_wgmma_kernel<Tr>, smem_bytes(Tr::kConfig, Tr::kHeadDim, Tr::kConfig.kv_stages),
+  opt_in_smem(fused_sm90::fused_wgmma_kernel<Tr>,
+              smem_bytes(Tr::kConfig, Tr::kHeadDim, Tr::kConfig.kv_stages,
+                         Tr::kConfig.persistent && persistent_fits(Tr::kConfig, Tr::kHeadDim) ? 2 : 1),
               opted_in_devices);
+  const std::int64_t ctas = launch_ctas(fused_sm90::fused_wgmma_kernel<Tr>, Tr::kThreads, smem, items, p);
   (void)cudaGetLastError();  // as above
-  fused_sm90::fused_wgmma_kernel<Tr><<<static_cast<unsigned>(items), Tr::kThreads, smem, stream>>>(p);
+  fused_sm90::fused_wgmma_kernel<Tr><<<static_cast<unsigned>(ctas), Tr::kThreads, smem, stream>>>(p);
   QKV2CTX_CHECK_LAUNCH("fused_wgmma_kernel");
 }
 

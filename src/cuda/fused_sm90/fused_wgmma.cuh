@@ -19,7 +19,8 @@
 // issued, then P·V_{j-1}, and the softmax of tile j runs while P·V_{j-1} is in flight (waiting only
 // for S_j); O is rescaled and P_j rounded into the A registers once P·V_{j-1} has completed. P·V_{n-1}
 // follows the loop. The loop is unrolled by two so that every stage index is a compile-time constant.
-// D = 64 holds 2 CTAs per SM (16 warps), D = 128 one.
+// D = 64 holds 2 CTAs per SM (16 warps) and runs persistent (wgmma_cta: the next item's Q and K_0 are
+// issued after the current item's last K/V barrier); D = 128 holds one CTA per SM, one item each.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -119,31 +120,42 @@ struct SwizzledTileCopier {
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
+// The loads an item starts with: its Q tile into `q_tile` and K_0 into K stage 0 (committed by the
+// caller). Rows past the sequence are zero-filled.
 template <class Tr>
-__device__ __forceinline__ void wgmma_cta(const FusedParams& p) {
+__device__ __forceinline__ void issue_item_head(const FusedParams& p, const fused_sm80::CtaWork& w,
+                                                std::uint32_t q_tile, std::uint32_t k_stage0) {
+  using Elem = typename Tr::Elem;
+  constexpr int D = Tr::kHeadDim;
+  const int H = p.num_heads;
+  const auto* qkv = static_cast<const Elem*>(p.qkv);
+  const Elem* q_g = qkv + qkv_offset(p.layout, w.row0, 0, w.head, 0, H, D, p.num_tokens);
+  const Elem* k_g = qkv + qkv_offset(p.layout, w.row0, 1, w.head, 0, H, D, p.num_tokens);
+  const SwizzledTileCopier<Tr> copier(w.row_step * 3 * static_cast<std::int64_t>(H) * D);
+  copier.template copy<Tr::kBlockM>(q_tile, copier.thread_src(q_g), w.m_block * Tr::kBlockM, w.rows, q_g);
+  copier.template copy<Tr::kBlockN>(k_stage0, copier.thread_src(k_g), 0, w.keys, k_g);
+}
+
+// One work item (keys > 0) whose Q tile (in Q buffer q_buf) and K_0 are already issued: the K/V tiles,
+// then `after_last_barrier()` once every warpgroup is done with every K tile and all but the last V
+// tile (the persistent schedule issues the next item's head there, under this item's last P·V and
+// epilogue), then P·V_{n-1} and the epilogue.
+template <class Tr, class AfterLastBarrier>
+__device__ __forceinline__ void attend_item(const FusedParams& p, const fused_sm80::CtaWork& w, unsigned char* smem,
+                                            int q_buf, AfterLastBarrier&& after_last_barrier) {
   using Elem = typename Tr::Elem;
   using namespace cuda::ptx;
   constexpr int D = Tr::kHeadDim, BM = Tr::kBlockM, BN = Tr::kBlockN, CH = Tr::kChunksPerRow;
 
-  fused_sm80::CtaWork w;
-  if (!fused_sm80::resolve_cta_work<BM>(p, blockIdx.x, w)) return;
-  if (w.keys <= 0) {  // a sequence with no valid key: zeros (no load, no NaN)
-    fused_sm80::write_zero_rows<Tr>(p, w);
-    return;
-  }
-
-  extern __shared__ __align__(128) unsigned char smem_raw[];
-  // Swizzle atoms need 1024-byte alignment; the launch adds 1 KiB for it (kSmemAlignSlack).
-  unsigned char* const smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
   const int H = p.num_heads;
   const std::int64_t E = static_cast<std::int64_t>(H) * D;
   const auto* qkv = static_cast<const Elem*>(p.qkv);
-  const Elem* q_g = qkv + qkv_offset(p.layout, w.row0, 0, w.head, 0, H, D, p.num_tokens);
   const Elem* k_g = qkv + qkv_offset(p.layout, w.row0, 1, w.head, 0, H, D, p.num_tokens);
   const Elem* v_g = qkv + qkv_offset(p.layout, w.row0, 2, w.head, 0, H, D, p.num_tokens);
-  const std::uint32_t q_smem = smem_u32(smem);
-  const std::uint32_t k_smem = q_smem + Tr::kQBytes;                 // stage s at + s * kKvBytes
-  const std::uint32_t v_smem = k_smem + p.kv_stages * Tr::kKvBytes;  // stage s at + s * kKvBytes
+  unsigned char* const q_tile = smem + q_buf * Tr::kQBytes;
+  const std::uint32_t q_smem = smem_u32(q_tile);
+  const std::uint32_t k_smem = smem_u32(smem) + p.q_buffers * Tr::kQBytes;  // stage s at + s * kKvBytes
+  const std::uint32_t v_smem = k_smem + p.kv_stages * Tr::kKvBytes;       // stage s at + s * kKvBytes
   const SwizzledTileCopier<Tr> copier(w.row_step * 3 * E);
   const Elem* k_src = copier.thread_src(k_g);
   const Elem* v_src = copier.thread_src(v_g);
@@ -215,9 +227,6 @@ __device__ __forceinline__ void wgmma_cta(const FusedParams& p) {
     if ((j + 1) * BN > w.keys) fused_sm80::mask_tile_keys(s, w.keys - j * BN, quad_col);
   };
 
-  copier.template copy<BM>(q_smem, copier.thread_src(q_g), q0, w.rows, q_g);
-  copier.template copy<BN>(k_smem, k_src, 0, w.keys, k_g);
-  cp_async_commit();
   {  // tile 0 (peeled: the loop below is free of branches around its wgmma groups, which ptxas tracks)
     begin_tile(0, std::integral_constant<int, 0>{});
     float s[Tr::kNTiles][4];
@@ -270,7 +279,8 @@ __device__ __forceinline__ void wgmma_cta(const FusedParams& p) {
     steady_tile(j + 1, Even{});
   }
   if (j < n_tiles) steady_tile(j, Odd{});
-  tiles_landed();  // V_{n-1}
+  tiles_landed();  // V_{n-1}; every warpgroup is done with K_{n-1}
+  after_last_barrier();
   wgmma_fence_operands(o);
   wgmma_fence();
   if (n_tiles & 1) issue_pv(std::integral_constant<int, 0>{});
@@ -290,7 +300,7 @@ __device__ __forceinline__ void wgmma_cta(const FusedParams& p) {
     const int r = tile_row0 + g + 8 * h;
 #pragma unroll
     for (int dt = 0; dt < Tr::kDTiles; ++dt)
-      *reinterpret_cast<std::uint32_t*>(smem + swizzled_offset<BM>(r, dt) + quad_col * 2) =
+      *reinterpret_cast<std::uint32_t*>(q_tile + swizzled_offset<BM>(r, dt) + quad_col * 2) =
           pack2_rn<Elem>(o[dt][2 * h] * inv, o[dt][2 * h + 1] * inv);
   }
   __syncwarp();
@@ -301,8 +311,38 @@ __device__ __forceinline__ void wgmma_cta(const FusedParams& p) {
     const int r = tile_row0 + i / CH, c = i % CH;
     if (q0 + r < w.rows)
       *reinterpret_cast<uint4*>(o_g + (q0 + r) * out_stride + c * 8) =
-          *reinterpret_cast<const uint4*>(smem + swizzled_offset<BM>(r, c));
+          *reinterpret_cast<const uint4*>(q_tile + swizzled_offset<BM>(r, c));
   }
+}
+
+// The CTA: items in ItemIter order (one per CTA when the grid has one CTA per item; the resident CTAs
+// of a persistent launch walk them all). The next item's Q and K_0 load into the other Q buffer and K
+// stage 0 under the current item's last P·V and epilogue, so only a CTA's first item waits for them.
+template <class Tr>
+__device__ __forceinline__ void wgmma_cta(const FusedParams& p) {
+  fused_sm80::ItemIter items;
+  fused_sm80::CtaWork w;
+  if (!fused_sm80::next_work<Tr>(p, items, w)) return;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  // Swizzle atoms need 1024-byte alignment; the launch adds 1 KiB for it (kSmemAlignSlack).
+  unsigned char* const smem = smem_raw + ((1024 - (cuda::ptx::smem_u32(smem_raw) & 1023)) & 1023);
+  const std::uint32_t k_stage0 = cuda::ptx::smem_u32(smem) + p.q_buffers * Tr::kQBytes;
+  issue_item_head<Tr>(p, w, cuda::ptx::smem_u32(smem), k_stage0);
+  cuda::ptx::cp_async_commit();
+  for (int buf = 0;; buf ^= 1) {
+    fused_sm80::CtaWork next;
+    bool has_next = false;
+    attend_item<Tr>(p, w, smem, buf, [&] {
+      has_next = fused_sm80::next_work<Tr>(p, items, next);
+      if (has_next) {
+        issue_item_head<Tr>(p, next, cuda::ptx::smem_u32(smem + (buf ^ 1) * Tr::kQBytes), k_stage0);
+        cuda::ptx::cp_async_commit();
+      }
+    });
+    if (!has_next) break;
+    w = next;
+  }
+  cuda::ptx::cp_async_wait<0>();
 }
 
 #endif  // sm_90a
