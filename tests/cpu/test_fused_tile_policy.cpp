@@ -75,11 +75,11 @@ TEST(FusedTilePolicy, WideKeyTilesOnlyForD128) {
   }
 }
 
-// The Hopper tile: sm_90 only, D = 64 / 128 (whole 128-byte swizzle rows), unpadded tiles plus the
+// The Hopper tile: sm_90 only, D = 32 / 64 / 128 (whole swizzle rows), unpadded tiles plus the
 // alignment slack, the default 128-row shape there.
 TEST(FusedTilePolicy, HopperTile) {
   for (int d : kSupportedHeadSizes) {
-    EXPECT_EQ(has_tile(TileShape::wg128, d), d == 64 || d == 128) << d;
+    EXPECT_EQ(has_tile(TileShape::wg128, d), d == 32 || d == 64 || d == 128) << d;
     EXPECT_EQ(large_tile_for_device(d, 90, 384), has_tile(TileShape::wg128, d)
                                                      ? TileShape::wg128
                                                      : tile_for_head_size(TileShape::m128, d))
@@ -92,7 +92,7 @@ TEST(FusedTilePolicy, HopperTile) {
     EXPECT_EQ(c.block_m, 128);
     EXPECT_EQ(c.warps, 8);
     EXPECT_FALSE(c.padded_rows);
-    EXPECT_EQ(c.persistent, d == 64) << d;
+    EXPECT_EQ(c.persistent, d <= 64) << d;
     EXPECT_TRUE(persistent_fits(c, d)) << d;
     EXPECT_EQ(smem_bytes(c, d, 2), (128 + 4 * c.block_n) * d * 2 + kSmemAlignSlack);
     EXPECT_EQ(smem_bytes(c, d, 2, 2), (256 + 4 * c.block_n) * d * 2 + kSmemAlignSlack);
@@ -105,7 +105,8 @@ TEST(FusedTilePolicy, HopperTile) {
   // The default on an H100 for the BERT shapes; small batches and short sequences keep m64.
   EXPECT_EQ(choose_tile_for_device(384, 32 * 16, 64, kH100Sms, 90), TileShape::wg128);
   EXPECT_EQ(choose_tile_for_device(2048, 8 * 16, 128, kH100Sms, 90), TileShape::wg128);
-  EXPECT_EQ(choose_tile_for_device(384, 32 * 16, 32, kH100Sms, 90), TileShape::m128);
+  EXPECT_EQ(choose_tile_for_device(384, 32 * 16, 32, kH100Sms, 90), TileShape::wg128);
+  EXPECT_EQ(choose_tile_for_device(384, 32 * 16, 96, kH100Sms, 90), TileShape::m128);
   EXPECT_EQ(choose_tile_for_device(384, 1 * 16, 64, kH100Sms, 90), TileShape::m64);
   EXPECT_EQ(choose_tile_for_device(128, 128 * 12, 64, kH100Sms, 90), TileShape::m128);
   EXPECT_EQ(choose_tile_for_device(kWgmmaMinSeqlen, 128 * 12, 64, kH100Sms, 90), TileShape::wg128);

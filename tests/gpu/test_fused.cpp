@@ -122,17 +122,17 @@ TEST(FusedPolicy, DefaultTileChoice) {
     }
 }
 
-// A forced wg128 tile where it has no kernel (D = 32) or cannot run (not sm_90) is refused at plan time.
+// A forced wg128 tile where it has no kernel (D = 80) or cannot run (not sm_90) is refused at plan time.
 TEST(FusedPolicy, ForcedHopperTileRefusedWhereItCannotRun) {
   QKV2CTX_REQUIRE_GPU();
   ForcedTile forced("wg128");
   const bool hopper = fused_sm80::tile_runs_on(fused_sm80::TileShape::wg128, device_sm());
   try {
-    const Plan plan = make_plan(make_desc(DType::fp16, 2, hopper ? 32 : 64, Layout::trt, MaskMode::none), kFused);
+    const Plan plan = make_plan(make_desc(DType::fp16, 2, hopper ? 80 : 64, Layout::trt, MaskMode::none), kFused);
     ADD_FAILURE() << "wg128 accepted: " << plan.describe();
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::unsupported) << e.what();
-    EXPECT_NE(std::string(e.what()).find(hopper ? "head size 32" : "needs an sm_90 device"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find(hopper ? "head size 80" : "needs an sm_90 device"), std::string::npos)
         << e.what();
   }
 }
@@ -178,9 +178,7 @@ TEST(FusedVarlen, Scheduling) {
     expect_matches_reference(make_desc(DType::bf16, 1, odd_d, Layout::hf, MaskMode::varlen), p, kFused);
 
     p = random_problem(MaskMode::varlen, 1500, 40, fresh_seed());
-    expect_matches_reference(make_desc(DType::fp16, 1, std::string(tile) == "wg128" ? 64 : 32, Layout::hf,
-                                       MaskMode::varlen),
-                             p, kFused);
+    expect_matches_reference(make_desc(DType::fp16, 1, 32, Layout::hf, MaskMode::varlen), p, kFused);
 
     // The longest-first schedule at its batch limit (lane 31's last sequence) and the sequence-ordered
     // one just past it, ragged over several tile classes (1-3 tiles of 128 rows), 2 heads.
@@ -371,7 +369,7 @@ TEST(FusedBackend, MisalignedTensorsAreRejected) {
 TEST(FusedSanitizer, SmallShapes) {
   QKV2CTX_REQUIRE_GPU();
   for (const char* tile : {"m64", "m128", "wg128"}) {
-    // wg128 (sm_90 only): D = 64 and 128, where racecheck covers the K/V ring between the cp.async
+    // wg128 (sm_90 only): D = 64, 128 and 32, where racecheck covers the K/V ring between the cp.async
     // writes and the wgmma reads (S = 200: 4 key tiles, both unrolled parities) and the epilogue staging.
     const bool hopper = std::string(tile) == "wg128";
     if (hopper && !fused_sm80::tile_runs_on(fused_sm80::TileShape::wg128, device_sm())) continue;
@@ -381,8 +379,8 @@ TEST(FusedSanitizer, SmallShapes) {
                                kFused);
       expect_matches_reference(make_desc(DType::bf16, 1, hopper ? 128 : 80, Layout::hf, mask),
                                random_problem(mask, hopper ? 2 : 4, hopper ? 300 : 65, fresh_seed()), kFused);
-      expect_matches_reference(make_desc(DType::fp16, 1, 128, Layout::hf, mask), random_problem(mask, 1, 1, fresh_seed()),
-                               kFused);
+      expect_matches_reference(make_desc(DType::fp16, 1, hopper ? 32 : 128, Layout::hf, mask),
+                               random_problem(mask, hopper ? 3 : 1, hopper ? 150 : 1, fresh_seed()), kFused);
     }
   }
 }

@@ -82,6 +82,13 @@ __device__ __forceinline__ void wgmma_fence_operands(float (&d)[N][4]) {
 
 // Operand lists of the asm statements below, per N: the accumulator registers and the argument
 // numbers that follow them (written out once: inline asm needs literal strings).
+#define QKV2CTX_WGMMA_REGS_N32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}"
+#define QKV2CTX_WGMMA_ARG0_N32 "%16"
+#define QKV2CTX_WGMMA_ARG1_N32 "%17"
+#define QKV2CTX_WGMMA_ARG2_N32 "%18"
+#define QKV2CTX_WGMMA_ARG3_N32 "%19"
+#define QKV2CTX_WGMMA_ARG4_N32 "%20"
+#define QKV2CTX_WGMMA_ARG5_N32 "%21"
 #define QKV2CTX_WGMMA_REGS_N64 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
 #define QKV2CTX_WGMMA_ARG0_N64 "%32"
 #define QKV2CTX_WGMMA_ARG1_N64 "%33"
@@ -100,9 +107,11 @@ __device__ __forceinline__ void wgmma_fence_operands(float (&d)[N][4]) {
 
 // The "+f" operands of n-tile j (8 columns: 4 accumulators per thread); N columns = N/8 tiles.
 #define QKV2CTX_WGMMA_ACC_TILE(d, j) "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])
+#define QKV2CTX_WGMMA_ACC_N32(d) \
+  QKV2CTX_WGMMA_ACC_TILE(d, 0), QKV2CTX_WGMMA_ACC_TILE(d, 1), QKV2CTX_WGMMA_ACC_TILE(d, 2), QKV2CTX_WGMMA_ACC_TILE(d, 3)
 #define QKV2CTX_WGMMA_ACC_N64(d)                                                                                 \
-  QKV2CTX_WGMMA_ACC_TILE(d, 0), QKV2CTX_WGMMA_ACC_TILE(d, 1), QKV2CTX_WGMMA_ACC_TILE(d, 2), QKV2CTX_WGMMA_ACC_TILE(d, 3), \
-      QKV2CTX_WGMMA_ACC_TILE(d, 4), QKV2CTX_WGMMA_ACC_TILE(d, 5), QKV2CTX_WGMMA_ACC_TILE(d, 6), QKV2CTX_WGMMA_ACC_TILE(d, 7)
+  QKV2CTX_WGMMA_ACC_N32(d), QKV2CTX_WGMMA_ACC_TILE(d, 4), QKV2CTX_WGMMA_ACC_TILE(d, 5), QKV2CTX_WGMMA_ACC_TILE(d, 6), \
+      QKV2CTX_WGMMA_ACC_TILE(d, 7)
 #define QKV2CTX_WGMMA_ACC_N128(d) \
   QKV2CTX_WGMMA_ACC_N64(d), QKV2CTX_WGMMA_ACC_TILE(d, 8), QKV2CTX_WGMMA_ACC_TILE(d, 9), QKV2CTX_WGMMA_ACC_TILE(d, 10), \
       QKV2CTX_WGMMA_ACC_TILE(d, 11), QKV2CTX_WGMMA_ACC_TILE(d, 12), QKV2CTX_WGMMA_ACC_TILE(d, 13),             \
@@ -152,12 +161,14 @@ __device__ __forceinline__ void wgmma_rs_trans_b(float (&d)[N / 8][4], const std
   static_assert(std::is_same_v<Elem, __half> || std::is_same_v<Elem, __nv_bfloat16>, "wgmma_rs: f16 or bf16");
   constexpr bool kHalf = std::is_same_v<Elem, __half>;
 #ifdef QKV2CTX_WGMMA_ENABLED
-  if constexpr (N == 64) {
+  if constexpr (N == 32) {
+    if constexpr (kHalf) QKV2CTX_WGMMA_RS(32, "f16"); else QKV2CTX_WGMMA_RS(32, "bf16");
+  } else if constexpr (N == 64) {
     if constexpr (kHalf) QKV2CTX_WGMMA_RS(64, "f16"); else QKV2CTX_WGMMA_RS(64, "bf16");
   } else if constexpr (N == 128) {
     if constexpr (kHalf) QKV2CTX_WGMMA_RS(128, "f16"); else QKV2CTX_WGMMA_RS(128, "bf16");
   } else {
-    static_assert(N == 64 || N == 128, "wgmma_rs: N = 64 or 128 (the head size)");
+    static_assert(N == 32 || N == 64 || N == 128, "wgmma_rs: N = 32, 64 or 128 (the head size)");
   }
 #else
   (void)d, (void)a, (void)desc_b, (void)kHalf;
@@ -168,6 +179,14 @@ __device__ __forceinline__ void wgmma_rs_trans_b(float (&d)[N / 8][4], const std
 #undef QKV2CTX_WGMMA_SS
 #undef QKV2CTX_WGMMA_RS
 #undef QKV2CTX_WGMMA_ACC_TILE
+#undef QKV2CTX_WGMMA_ACC_N32
+#undef QKV2CTX_WGMMA_ARG0_N32
+#undef QKV2CTX_WGMMA_ARG1_N32
+#undef QKV2CTX_WGMMA_ARG2_N32
+#undef QKV2CTX_WGMMA_ARG3_N32
+#undef QKV2CTX_WGMMA_ARG4_N32
+#undef QKV2CTX_WGMMA_ARG5_N32
+#undef QKV2CTX_WGMMA_REGS_N32
 #undef QKV2CTX_WGMMA_ACC_N128
 #undef QKV2CTX_WGMMA_ACC_N64
 #undef QKV2CTX_WGMMA_ARG0_N128

@@ -176,7 +176,7 @@ class FusedBackend final : public BackendImpl {
                                                 std::to_string(caps_.sm));
       if (!fused_sm80::has_tile(TileShape::wg128, desc_.head_size))
         throw Error(ErrorCode::unsupported, "QKV2CTX_FUSED_TILE = 'wg128' has no kernel for head size " +
-                                                std::to_string(desc_.head_size) + "; it is compiled for 64 and 128");
+                                                std::to_string(desc_.head_size) + "; it is compiled for 32, 64 and 128");
     }
   }
 

@@ -39,16 +39,16 @@ constexpr bool is_supported_head_size(int d) {
 // 819.5 vs 820.4 / 808.7 µs). The rescale is not on the critical path of mma.sync tiles.
 //  wg128: the Hopper tile (fused_sm90/fused_wgmma.cuh, sm_90a only): 2 warpgroups x 64 query rows, K/V
 //        tiles of 128 keys; Q·Kᵀ and P·V on wgmma (m64n128k16 from shared memory; m64nDk16 with P from
-//        registers and V read transposed by the tensor core), operands in 128-byte-swizzled
-//        tiles, 2-stage cp.async ring. Compiled for D = 64 and 128 (the 128-byte-swizzled tiles hold
-//        whole 64-element column blocks; D = 32 / 80 / 96 stay on the sm_80 tiles).
+//        registers and V read transposed by the tensor core), operands in swizzled tiles
+//        (128-byte swizzle; 64-byte at D = 32), 2-stage cp.async ring. Compiled for D = 32, 64 and 128
+//        (swizzle rows of whole 16-byte chunks in powers of two; D = 80 / 96 stay on the sm_80 tiles).
 enum class TileShape : std::uint8_t { m64, m128, m128n64, wg128 };
 
 // Whether (shape, head size) has a compiled kernel.
 constexpr bool has_tile(TileShape shape, int head_size) {
   switch (shape) {
     case TileShape::m128n64: return head_size == 128;
-    case TileShape::wg128: return head_size == 64 || head_size == 128;
+    case TileShape::wg128: return head_size == 32 || head_size == 64 || head_size == 128;
     default: return true;
   }
 }
@@ -68,7 +68,7 @@ struct TileConfig {
   bool q_in_registers;    // Q fragments loaded once (else re-read from shared memory per K tile)
   int min_blocks_per_sm;  // __launch_bounds__ occupancy target (caps registers per thread)
   bool persistent;        // compiled with the persistent schedule (persistent_fits() must hold)
-  bool padded_rows;       // shared-memory rows padded by 16 bytes (ldmatrix); else 128-byte-swizzled (wgmma)
+  bool padded_rows;       // shared-memory rows padded by 16 bytes (ldmatrix); else swizzled (wgmma)
 };
 
 constexpr TileConfig tile_config(TileShape shape, int head_size) {
@@ -134,7 +134,7 @@ constexpr int kv_stages_for(const TileConfig& c, int max_seqlen) {
 
 // Dynamic shared memory (bytes, 2-byte elements): `q_buffers` Q tiles (each reused for staging its
 // item's output) plus `stages` K tiles and `stages` V tiles.
-// The Hopper tile's 128-byte-swizzled tiles need a 1024-byte aligned base: the kernel aligns the dynamic
+// The Hopper tile's swizzled tiles need a 1024-byte aligned base: the kernel aligns the dynamic
 // shared memory itself, within this much slack.
 inline constexpr int kSmemAlignSlack = 1024;
 constexpr int smem_bytes(const TileConfig& c, int head_size, int stages, int q_buffers = 1) {

@@ -8,8 +8,8 @@
 //     mma.sync one), P rounded to the element type in registers;
 //   O += P·V_j: BN/16 wgmma m64nDk16 with P from registers and V read from shared memory as stored
 //     ([keys][D], MN-major: the tensor core transposes it).
-// Tiles sit in shared memory in the 128-byte-swizzled layout the matrix descriptors address (one
-// layout serves Q and K, K-major, and V, MN-major; SwizzledTileCopier). Measured first with the
+// Tiles sit in shared memory in the swizzled layout the matrix descriptors address (128-byte swizzle;
+// 64-byte at D = 32; one layout serves Q and K, K-major, and V, MN-major; SwizzledTileCopier). Measured first with the
 // no-swizzle core-matrix layout, whose copies read 8 rows x 16 bytes per 8 lanes: twice the L2 requests
 // of row-contiguous copies, L2 at 79% of its peak throughput (ncu), BF16 D = 128 S = 2048 1.33 ms.
 //
@@ -57,24 +57,32 @@ struct WgmmaTraits {
   static constexpr int kKvBytes = kBlockN * kHeadDim * 2;
   static constexpr int kDTiles = kHeadDim / 8;  // n8 tiles of the output
   static constexpr int kNTiles = kBlockN / 8;   // n8 tiles of the scores
+  // Swizzle rows: 128 bytes (64 elements) for D >= 64, 64 bytes for D = 32 (SWIZZLE_64B).
+  static constexpr int kRowBytes = kHeadDim >= 64 ? 128 : 64;
   static_assert(kThreads == 256 && kBlockM == 128, "2 warpgroups x 64 query rows");
-  static_assert(kHeadDim % 64 == 0, "whole 128-byte swizzle rows");
+  static_assert(kHeadDim % (kRowBytes / 2) == 0, "whole swizzle rows");
 };
 
-// The 128-byte-swizzled tile layout (the PTX ISA's SWIZZLE_128B canonical layouts): columns in
-// blocks of 64 elements (128 bytes); block b of an R-row tile holds row r at b * R * 128 + r * 128,
-// with its 16-byte chunk c (of 8) at position c ^ (r % 8). The tensor core undoes the XOR from the
-// address bits, so the tile base must be 1024-byte aligned. Byte offset of (row, chunk):
-template <int kRows>
+// The swizzled tile layouts (the PTX ISA's SWIZZLE_128B / SWIZZLE_64B canonical layouts) for rows of
+// kRowBytes = 128 or 64: columns in blocks of kRowBytes; block b of an R-row tile holds row r at
+// b * R * kRowBytes + r * kRowBytes, with its 16-byte chunk c at position c ^ ((r * kRowBytes / 128) %
+// (kRowBytes / 16)): the tensor core XORs address bits 4.. with bits 7.., so the tile base must be
+// 1024-byte aligned. Byte offset of (row, chunk):
+template <int kRows, int kRowBytes>
 __device__ __forceinline__ int swizzled_offset(int row, int chunk) {
-  return (chunk / 8) * (kRows * 128) + row * 128 + (((chunk % 8) ^ (row % 8)) * 16);
+  constexpr int kChunks = kRowBytes / 16;  // chunks per swizzle row
+  return (chunk / kChunks) * (kRows * kRowBytes) + row * kRowBytes +
+         (((chunk % kChunks) ^ ((row * kRowBytes / 128) % kChunks)) * 16);
 }
 
-// Descriptor of a SWIZZLE_128B operand at shared address `addr` (1024-aligned atoms): SBO = 1024 (the
-// next 8 rows); LBO = the next 64-element block along MN for MN-major operands (unused for K-major
-// ones, whose k16 steps stay within a 128-byte row and are addressed by the start address).
+// Descriptor of a swizzled operand at shared address `addr` (1024-aligned atoms): SBO = 8 rows (the
+// next row group); LBO = the next column block along MN for MN-major operands (unused for K-major
+// ones, whose k16 steps stay within a row and are addressed by the start address). Layout type (bits
+// 62-63): 1 = 128-byte swizzle, 2 = 64-byte.
+template <int kRowBytes>
 __device__ __forceinline__ std::uint64_t swizzled_desc(std::uint32_t addr, std::uint32_t lbo_bytes) {
-  return cuda::ptx::wgmma_desc(addr, lbo_bytes, 1024) | (1ull << 62);
+  static_assert(kRowBytes == 128 || kRowBytes == 64, "SWIZZLE_128B or SWIZZLE_64B");
+  return cuda::ptx::wgmma_desc(addr, lbo_bytes, 8 * kRowBytes) | ((kRowBytes == 128 ? 1ull : 2ull) << 62);
 }
 
 // Copies tiles of rows into the swizzled layout. Thread t copies chunk (row t / CH + pass * kRowsPerPass,
@@ -108,11 +116,11 @@ struct SwizzledTileCopier {
     static_assert(kRows % kRowsPerPass == 0, "whole passes");
     const int rows_left = row_limit - first_row - r0;  // this thread's rows < rows_left are valid
     src += first_row * row_stride;
-    const std::uint32_t dst = smem_tile + swizzled_offset<kRows>(r0, chunk);
+    const std::uint32_t dst = smem_tile + swizzled_offset<kRows, Tr::kRowBytes>(r0, chunk);
 #pragma unroll
     for (int i = 0; i < kRows / kRowsPerPass; ++i) {
       const bool valid = i * kRowsPerPass < rows_left;
-      cuda::ptx::cp_async_16(dst + i * kRowsPerPass * 128,
+      cuda::ptx::cp_async_16(dst + i * kRowsPerPass * Tr::kRowBytes,
                              valid ? static_cast<const void*>(src + i * kRowsPerPass * row_stride) : safe, valid);
     }
   }
@@ -167,7 +175,7 @@ __device__ __forceinline__ void attend_item(const FusedParams& p, const fused_sm
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const int quad_col = 2 * (lane % 4);
   // This warpgroup's 64 query rows of the Q tile (rows 64 wg .., in every column block).
-  const std::uint32_t q_wg = q_smem + warpgroup * 64 * 128;
+  const std::uint32_t q_wg = q_smem + warpgroup * 64 * Tr::kRowBytes;
 
   float o[Tr::kDTiles][4];
 #pragma unroll
@@ -193,15 +201,16 @@ __device__ __forceinline__ void attend_item(const FusedParams& p, const fused_sm
   };
   // Matrix descriptors of the stage-0 tiles, built once; a step within a tile or to stage 1 adds its
   // byte offset / 16 to the start-address field (no carry: the addresses stay below 2^18).
-  const std::uint64_t q_desc = swizzled_desc(q_wg, 16);
-  const std::uint64_t k_desc = swizzled_desc(k_smem, 16);
-  const std::uint64_t v_desc = swizzled_desc(v_smem, BN * 128);  // LBO: the next 64 dimensions
-  // k16 step ks of Q·Kᵀ: column block ks / 4, 32 bytes per step within its 128-byte rows.
-  auto k_step = [](int ks, int rows) { return ((ks / 4) * rows * 128 + (ks % 4) * 32) >> 4; };
+  constexpr int RB = Tr::kRowBytes;
+  const std::uint64_t q_desc = swizzled_desc<RB>(q_wg, 16);
+  const std::uint64_t k_desc = swizzled_desc<RB>(k_smem, 16);
+  const std::uint64_t v_desc = swizzled_desc<RB>(v_smem, BN * RB);  // LBO: the next column block
+  // k16 step ks of Q·Kᵀ (32 bytes of each row): column block ks * 32 / RB, then within its rows.
+  auto k_step = [](int ks, int rows) { return ((ks * 32 / RB) * rows * RB + (ks * 32 % RB)) >> 4; };
   auto issue_pv = [&](auto stage) {  // P·V of the tile in V stage `stage` (an integral_constant)
     const std::uint64_t v_tile = v_desc + decltype(stage)::value * (Tr::kKvBytes >> 4);
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) wgmma_rs_trans_b<Elem, D>(o, pa[kk], v_tile + kk * (2048 >> 4));
+    for (int kk = 0; kk < BN / 16; ++kk) wgmma_rs_trans_b<Elem, D>(o, pa[kk], v_tile + kk * (16 * RB >> 4));
     wgmma_commit();
     wgmma_fence_operands(o);
   };
@@ -300,7 +309,7 @@ __device__ __forceinline__ void attend_item(const FusedParams& p, const fused_sm
     const int r = tile_row0 + g + 8 * h;
 #pragma unroll
     for (int dt = 0; dt < Tr::kDTiles; ++dt)
-      *reinterpret_cast<std::uint32_t*>(q_tile + swizzled_offset<BM>(r, dt) + quad_col * 2) =
+      *reinterpret_cast<std::uint32_t*>(q_tile + swizzled_offset<BM, Tr::kRowBytes>(r, dt) + quad_col * 2) =
           pack2_rn<Elem>(o[dt][2 * h] * inv, o[dt][2 * h + 1] * inv);
   }
   __syncwarp();
@@ -311,7 +320,7 @@ __device__ __forceinline__ void attend_item(const FusedParams& p, const fused_sm
     const int r = tile_row0 + i / CH, c = i % CH;
     if (q0 + r < w.rows)
       *reinterpret_cast<uint4*>(o_g + (q0 + r) * out_stride + c * 8) =
-          *reinterpret_cast<const uint4*>(q_tile + swizzled_offset<BM>(r, c));
+          *reinterpret_cast<const uint4*>(q_tile + swizzled_offset<BM, Tr::kRowBytes>(r, c));
   }
 }
 
