@@ -38,9 +38,9 @@ constexpr bool is_supported_head_size(int d) {
 // rescale): within +-1.5% of the eager rescale at every bar shape (BF16 D = 128 S = 2048: 808.0 /
 // 819.5 vs 820.4 / 808.7 µs). The rescale is not on the critical path of mma.sync tiles.
 //  wg128: the Hopper tile (fused_sm90/fused_wgmma.cuh, sm_90a only): 2 warpgroups x 64 query rows, K/V
-//        tiles of 128 keys; Q·Kᵀ and P·V on wgmma (m64n128k16 from shared memory; m64nDk16 with P from
-//        registers and V read transposed by the tensor core), operands in swizzled tiles
-//        (128-byte swizzle; 64-byte at D = 32), 2-stage cp.async ring. Compiled for D = 32, 64 and 128
+//        tiles of 64 keys (D <= 64) or 128 (D = 128); Q·Kᵀ and P·V on wgmma (m64nBNk16 from shared
+//        memory; m64nDk16 with P from registers and V read transposed by the tensor core), operands in
+//        swizzled tiles (128-byte swizzle; 64-byte at D = 32), 2-stage cp.async ring. Compiled for D = 32, 64 and 128
 //        (swizzle rows of whole 16-byte chunks in powers of two; D = 80 / 96 stay on the sm_80 tiles).
 enum class TileShape : std::uint8_t { m64, m128, m128n64, wg128 };
 
@@ -88,8 +88,8 @@ constexpr TileConfig tile_config(TileShape shape, int head_size) {
     c.block_n = head_size <= 64 ? 64 : 128;
     c.min_blocks_per_sm = head_size <= 64 ? 2 : 1;
     c.q_in_registers = false;  // Q is a shared-memory wgmma operand
-    // Persistent at D = 64: the next item's Q and K_0 load under the current item's last P·V and
-    // epilogue. Same H100 run, µs, against one item per CTA: H = 16 S = 384 B = 32 73.4 vs 76.0,
+    // Persistent at D <= 64 (measured at D = 64): the next item's Q and K_0 load under the current
+    // item's last P·V and epilogue. Same H100 run, µs, against one item per CTA: H = 16 S = 384 B = 32 73.4 vs 76.0,
     // H = 12 S = 128 B = 128 48.8 vs 51.8, ragged varlen 52.6 vs 53.3, S = 512 within 0.5%. At D = 128
     // (long items, 255 registers) it ran 661 vs 652 (BF16 S = 2048): one item per CTA there.
     c.persistent = head_size <= 64;
