@@ -384,7 +384,7 @@ __device__ __forceinline__ void persistent_cta(const FusedParams& p) {
       for (int mi = 0; mi < MT; ++mi) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          const float inv = inverse_row_sum(wt.row_sum[mi][h]);
+          const float inv = inverse_quad_row_sum(wt.row_sum[mi][h]);
           unsigned char* row = staging + (warp_row0 + mi * 16 + g + 8 * h) * kRowBytes;
 #pragma unroll
           for (int dt = 0; dt < Tr::kDTiles; ++dt)
@@ -529,7 +529,7 @@ __device__ __forceinline__ void single_item_cta(const FusedParams& p) {
   for (int mi = 0; mi < MT; ++mi) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const float inv = inverse_row_sum(wt.row_sum[mi][h]);  // 0 only for a sequence without valid keys
+      const float inv = inverse_quad_row_sum(wt.row_sum[mi][h]);  // 0 only for a sequence without valid keys
       unsigned char* row = smem + (warp_row0 + mi * 16 + g + 8 * h) * kRowBytes;
 #pragma unroll
       for (int dt = 0; dt < Tr::kDTiles; ++dt)

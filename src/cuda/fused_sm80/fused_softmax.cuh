@@ -82,8 +82,8 @@ __device__ __forceinline__ void online_softmax_tile(float (&s)[kNTiles][4], std:
 }
 
 // 1 / (the row's sum over its 4 lanes), 0 for a row without valid keys (l = 0), for rows g (h = 0)
-// and g + 8 (h = 1).
-__device__ __forceinline__ float inverse_row_sum(float partial_sum) {
+// and g + 8 (h = 1). (Not int8_math::inverse_row_sum, which TensorRT's INT8 math makes 1 for l = 0.)
+__device__ __forceinline__ float inverse_quad_row_sum(float partial_sum) {
   const float l = cuda::quad_sum(partial_sum);
   return l > 0.0f ? 1.0f / l : 0.0f;
 }

@@ -187,11 +187,11 @@ __device__ __forceinline__ void attend_item(const FusedParams& p, const fused_sm
 
   // One shared word per thread that nothing reads: ptxas cannot move the next tile's barrier above a
   // store, nor the store above the softmax whose value it holds (see the main loop).
-  __shared__ float pin_sink[D <= 64 ? Tr::kThreads : 1];
+  // Only D <= 64 pins (see there); the one word at D = 128 keeps the declaration valid.
+  constexpr int kPinWords = D <= 64 ? Tr::kThreads : 1;
+  __shared__ float pin_sink[kPinWords];
   auto pin_before_barrier = [&](float v) {
-    asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(smem_u32(&pin_sink[threadIdx.x % (D <= 64 ? Tr::kThreads : 1)])),
-                 "f"(v)
-                 : "memory");
+    asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(smem_u32(&pin_sink[threadIdx.x % kPinWords])), "f"(v) : "memory");
   };
   // Waits for this thread's copies, makes them visible to the async proxy, and joins the CTA.
   auto tiles_landed = [] {
@@ -306,7 +306,7 @@ __device__ __forceinline__ void attend_item(const FusedParams& p, const fused_sm
   const int tile_row0 = warpgroup * 64 + warp * 16;  // this warp's first row in the tile
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const float inv = fused_sm80::inverse_row_sum(row_sum[h]);
+    const float inv = fused_sm80::inverse_quad_row_sum(row_sum[h]);
     const int r = tile_row0 + g + 8 * h;
 #pragma unroll
     for (int dt = 0; dt < Tr::kDTiles; ++dt)
