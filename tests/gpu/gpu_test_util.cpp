@@ -295,6 +295,14 @@ Comparison compare_with_reference(const AttentionDesc& desc, const ProblemSpec& 
 //    reference can differ by one FP16 ulp <= 2^-10 * A. Plus the FP32 term above.
 //  - BF16: the same with an 8-bit significand: A * (2^-8 + 2^-7) (BF16 has FP32's exponent range:
 //    no subnormal probabilities worth counting). Plus the FP32 term.
+int device_sm() {
+  int major = 0, minor = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0) != cudaSuccess)
+    return 0;
+  return 10 * major + minor;
+}
+
 double float_tolerance(const AttentionDesc& desc, const ProblemSpec& spec) {
   const double A = spec.amplitude, u32 = std::ldexp(1.0, -24);
   const double fp32 = 64.0 * u32 * A * std::sqrt(static_cast<double>(desc.head_size + spec.max_seqlen));

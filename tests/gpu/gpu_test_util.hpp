@@ -100,6 +100,9 @@ struct Comparison {
 Comparison compare_with_reference(const AttentionDesc& desc, const ProblemSpec& spec,
                                   const PlanOptions& backend, std::uint64_t seed);
 
+// SM version of device 0 (10 * major + minor; 0 without a device).
+int device_sm();
+
 // The accuracy a float backend must reach (see the derivation in gpu_test_util.cpp).
 double float_tolerance(const AttentionDesc& desc, const ProblemSpec& spec);
 

@@ -50,15 +50,6 @@ std::vector<Traits> all_traits() {
   return v;
 }
 
-// SM version of device 0 (10 * major + minor).
-int device_sm() {
-  int major = 0, minor = 0;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0) != cudaSuccess)
-    return 0;
-  return 10 * major + minor;
-}
-
 AttentionDesc make_desc(DType dt, int N, int H, Layout layout, MaskMode mask) {
   AttentionDesc d;
   d.dtype = dt;
