@@ -256,6 +256,35 @@ __device__ __forceinline__ CtaVerdict judge_cta(const Int8Params& p, const float
   return {v, any_failed, any_failed && p.bound == BoundMode::fixed_bound};
 }
 
+// The passes that precede the out pass in the schedules that stream K (streaming, wgmma): the row shifts
+// (offset, exp_offset form) and exponential sums per bound mode. row_max: a max pass, then the sum pass
+// with each row's maximum; fixed_bound and guarded: the sum pass with the fixed bound, then the verdict
+// (judge(sum) -> CtaVerdict, which holds a CTA barrier), and for guarded CTAs with failed rows (rare) a max
+// pass and the sum pass again with the failed rows' maxima (unchanged rows recompute bit-identical sums).
+// max_pass(int (&m)[2], next) and sum_pass(offset, sum) are the schedule's passes (next: what the pass
+// prefetches for the one after it, as in their run_pass).
+template <class MaxPass, class SumPass, class Judge>
+__device__ __forceinline__ void bounded_row_sums(const Int8Params& p, MaxPass&& max_pass, SumPass&& sum_pass,
+                                                 Judge&& judge, float (&offset)[2], float (&sum)[2]) {
+  offset[0] = offset[1] = exp_offset(p.fixed_bound);
+  if (p.bound == BoundMode::row_max) {
+    int m[2];
+    max_pass(m, 0);
+    offset[0] = exp_offset(row_max_shift(m[0], p.scale_bmm1));
+    offset[1] = exp_offset(row_max_shift(m[1], p.scale_bmm1));
+  }
+  sum_pass(offset, sum);
+  if (p.bound == BoundMode::row_max) return;
+  const CtaVerdict v = judge(sum);
+  if (v.any_failed && p.bound == BoundMode::guarded) {  // the whole CTA takes two more passes
+    int m[2];
+    max_pass(m, 0);
+    if (v.rows.fail_a) offset[0] = exp_offset(row_max_shift(m[0], p.scale_bmm1));
+    if (v.rows.fail_b) offset[1] = exp_offset(row_max_shift(m[1], p.scale_bmm1));
+    sum_pass(offset, sum);
+  }
+}
+
 // Thread 0 of every CTA writes its slot; CTA 0 also records how many slots the run wrote.
 __device__ __forceinline__ void write_counter_slot(const Int8Params& p, const CtaCounters& c) {
   if (p.slots == nullptr || threadIdx.x != 0) return;

@@ -112,30 +112,15 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamingMinBlocks<D>) int8_s
     sum[1] = quad_sum(sum[1]);
   };
 
-  float offset[2] = {exp_offset(p.fixed_bound), exp_offset(p.fixed_bound)};
-  if (p.bound == BoundMode::row_max) {
-    int m[2];
-    max_pass(m, 0);
-    offset[0] = exp_offset(row_max_shift(m[0], s1));
-    offset[1] = exp_offset(row_max_shift(m[1], s1));
-  }
-  float sum[2];
-  sum_pass(offset, sum);
-
   bool zero_a = false, zero_b = false, kept_failed_rows = false;
-  if (p.bound != BoundMode::row_max) {
-    const CtaVerdict v = judge_cta(p, sum, active && valid_a, active && valid_b, quad_leader, counters);
+  float offset[2], sum[2];
+  bounded_row_sums(p, max_pass, sum_pass, [&](const float (&s)[2]) {
+    const CtaVerdict v = judge_cta(p, s, active && valid_a, active && valid_b, quad_leader, counters);
     zero_a = v.rows.zero_a;
     zero_b = v.rows.zero_b;
     kept_failed_rows = v.kept_failed_rows;
-    if (v.any_failed && p.bound == BoundMode::guarded) {  // rare: the whole CTA takes two more passes
-      int m[2];
-      max_pass(m, 0);
-      if (v.rows.fail_a) offset[0] = exp_offset(row_max_shift(m[0], s1));
-      if (v.rows.fail_b) offset[1] = exp_offset(row_max_shift(m[1], s1));
-      sum_pass(offset, sum);
-    }
-  }
+    return v;
+  }, offset, sum);
 
   const float inv_a = int8_math::inverse_row_sum(sum[0]), inv_b = int8_math::inverse_row_sum(sum[1]);
   int acc2[kDG][2][4];
