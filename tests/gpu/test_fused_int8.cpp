@@ -1,5 +1,6 @@
-// The fused sm_80 INT8 family against the CPU INT8 emulation (SPEC 5.0 steps 1-8): the three schedules
-// (buffered, resident, streaming; forced through QKV2CTX_INT8_SCHEDULE), every layout, mask mode and bound mode,
+// The fused INT8 family against the CPU INT8 emulation (SPEC 5.0 steps 1-8): the sm_80 schedules
+// (buffered, resident, streaming) and, on an SM 9.0 device, the wgmma one (forced through
+// QKV2CTX_INT8_SCHEDULE), every layout, mask mode and bound mode,
 // head sizes 32 / 64 / 128, S = 1 ... 4097, B = 1 and 7 with ragged and empty sequences, outputs and
 // workspace poisoned (gpu_test_util's compare_with_reference).
 //
@@ -83,13 +84,24 @@ void check(const AttentionDesc& d, const ProblemSpec& spec, const std::string& s
   expect_matches_reference(d, spec, kFused);
 }
 
-// Schedules a case runs under: both where the resident one can take it (S <= 512 and K, Vt within the
-// H100's 227 KiB per block), else the automatic choice.
+// Whether this device runs the wgmma schedule for head size H (SM 9.0 and a kernel for H).
+bool wgmma_runs(int H) { return device_sm() == 90 && fused_int8::has_wgmma_int8_kernel(H); }
+
+// Every schedule that can run head size H on this device (any S).
+std::vector<std::string> all_schedules(int H) {
+  std::vector<std::string> v = {"buffered", "resident", "streaming"};
+  if (wgmma_runs(H)) v.push_back("wgmma");
+  return v;
+}
+
+// Schedules a case runs under: all where the resident one can take it (S <= 512 and K, Vt within the
+// H100's 227 KiB per block), else both long-sequence kernels where wgmma runs, else the automatic choice.
 std::vector<std::string> schedules_for(int S, int H) {
   using namespace fused_int8;
   const int cap = round_up(S, kChunkKeys);
   if (S <= kResidentMaxKeys && resident_smem(H, 16, cap).total + kStaticSmemReserve <= 227 * 1024)
-    return {"buffered", "resident", "streaming"};
+    return all_schedules(H);
+  if (wgmma_runs(H)) return {"streaming", "wgmma"};
   return {""};
 }
 
@@ -144,6 +156,42 @@ TEST(FusedInt8Policy, ScheduleAndGrid) {
         EXPECT_LE(r.smem_bytes + kStaticSmemReserve, smem) << "S=" << S << " D=" << D;
         EXPECT_EQ(r.block_m % 16, 0);
       }
+}
+
+// SM 9.0: the wgmma schedule automatically for D = 64 beyond S = 256 with the fixed bound (its streaming
+// form: 64-key tiles; row_max keeps the sm_80 streaming kernel), when forced for D = 64 and 128 at any S (the whole row in one 128-key tile up to S = 128); 128 query rows
+// per CTA.
+TEST(FusedInt8Policy, HopperSchedule) {
+  using namespace fused_int8;
+  const int smem = 227 * 1024;
+  const Int8Options forced{Int8Options::Force::wgmma, 0};
+  for (int S : {1, 128, 129, 384, 4097})
+    for (int D : {64, 128}) {
+      const Int8Launch l = plan_int8_launch(D, MaskMode::varlen, 32, S, 32 * S, 16, smem, forced, 132, 90);
+      EXPECT_EQ(l.schedule, Int8Schedule::wgmma) << "S=" << S << " D=" << D;
+      EXPECT_EQ(l.block_m, kWgmmaInt8BlockM);
+      EXPECT_EQ(l.tile_keys, S <= 128 ? kWgmmaInt8WholeRowKeys : kWgmmaInt8TileKeys);
+      EXPECT_EQ(l.smem_bytes, int8_wgmma_smem(D, l.tile_keys));
+      EXPECT_LE(l.smem_bytes + kStaticSmemReserve, smem);
+      EXPECT_EQ(l.tile_slots, 32 * S / kWgmmaInt8BlockM + 32);
+      EXPECT_EQ(l.ctas, l.tile_slots * 16);
+      const bool automatic = D == 64 && S > 256;
+      EXPECT_EQ(plan_int8_launch(D, MaskMode::varlen, 32, S, 32 * S, 16, smem, {}, 132, 90).schedule == Int8Schedule::wgmma,
+                automatic)
+          << "S=" << S << " D=" << D;
+    }
+  const Int8Launch padded = plan_int8_launch(64, MaskMode::lengths, 7, 300, 7 * 300, 3, smem, {}, 132, 90);
+  EXPECT_EQ(padded.schedule, Int8Schedule::wgmma);
+  EXPECT_EQ(padded.ctas, 3 * 7 * 3);  // ceil(300 / 128) tiles per (sequence, head)
+  EXPECT_EQ(plan_int8_launch(64, MaskMode::varlen, 32, 256, 32 * 256, 16, smem, {}, 132, 90).schedule,
+            Int8Schedule::streaming);
+  for (BoundMode bound : {BoundMode::fixed_bound, BoundMode::guarded, BoundMode::row_max})
+    EXPECT_EQ(plan_int8_launch(64, MaskMode::none, 32, 384, 32 * 384, 16, smem, {}, 132, 90, bound).schedule,
+              bound == BoundMode::row_max ? Int8Schedule::streaming : Int8Schedule::wgmma);
+  // No wgmma kernel for D = 32, and none before or after SM 9.0.
+  EXPECT_NE(plan_int8_launch(32, MaskMode::varlen, 32, 384, 32 * 384, 16, smem, {}, 132, 90).schedule, Int8Schedule::wgmma);
+  EXPECT_NE(plan_int8_launch(64, MaskMode::varlen, 32, 384, 32 * 384, 16, smem, {}, 108, 80).schedule, Int8Schedule::wgmma);
+  EXPECT_NE(plan_int8_launch(64, MaskMode::varlen, 32, 384, 32 * 384, 16, smem, {}, 142, 100).schedule, Int8Schedule::wgmma);
 }
 
 // Buffered: the warps per CTA maximize warps per SM within shared memory; every forced choice up to
@@ -214,7 +262,7 @@ TEST(FusedInt8, AllCombinations) {
           for (const Scales* sc : {&kBenign, &kStress}) {
             const AttentionDesc d = int8_desc(3, H, layout, mask, bound, *sc);
             const ProblemSpec spec = int8_spec(mask, 7, 77, *sc);
-            for (const std::string& sched : {"buffered", "resident", "streaming"}) check(d, spec, sched);
+            for (const std::string& sched : all_schedules(H)) check(d, spec, sched);
           }
       }
 }
@@ -234,11 +282,12 @@ TEST(FusedInt8, FixedBoundFailures) {
       // largest logits ~35 resp. ~80, below p_max - 87.3 (underflow); a spike query against a spike key
       // (all 64 lanes at the maximum) has logit 293 resp. 657, above p_max + 88.7 (overflow).
       const Scales sc{amax / 127.0f, amax / 127.0f / 4.0f, amax == 32.0f ? 24 : 18, 3};
-      for (const std::string& sched : {"buffered", "resident", "streaming"}) {
+      const int S = amax == 32.0f ? 200 : 100;  // the wgmma schedule's streaming and whole-row forms
+      for (const std::string& sched : all_schedules(64)) {
         ScopedEnv env("QKV2CTX_INT8_SCHEDULE", sched);
         for (BoundMode bound : {BoundMode::fixed_bound, BoundMode::guarded}) {
           const AttentionDesc d = int8_desc(2, 64, Layout::trt, mask, bound, sc);
-          const ProblemSpec spec = int8_spec(mask, 5, 200, sc);
+          const ProblemSpec spec = int8_spec(mask, 5, S, sc);
           const Comparison c = compare_with_reference(d, spec, kFused, fresh_seed());
           std::cout << "  [" << sched << "] " << c.summary() << std::endl;
           EXPECT_GT(c.ref_stats.fixed_bound_underflow_rows, 0) << "the case should underflow: " << c.label;
@@ -256,7 +305,7 @@ TEST(FusedInt8, FixedBoundFailures) {
         }
         // guarded vs row_max on the GPU, same inputs: repaired rows use the row maximum, the others
         // the fixed bound, which (not failing) differs from the row maximum only by FP32 rounding.
-        const ProblemSpec spec = int8_spec(mask, 5, 200, sc);
+        const ProblemSpec spec = int8_spec(mask, 5, S, sc);
         const std::uint64_t seed = fresh_seed();
         const HostProblem hp = make_host_problem(int8_desc(2, 64, Layout::trt, mask, BoundMode::row_max, sc), spec, seed);
         const DeviceTensor qkv = DeviceTensor::from_host(hp.qkv);
@@ -302,7 +351,7 @@ TEST(FusedInt8, FixedBoundFailures) {
 // the first violation.
 TEST(FusedInt8, BadDeviceCuSeqlens) {
   QKV2CTX_REQUIRE_GPU();
-  for (const std::string& sched : {"buffered", "resident", "streaming"}) {
+  for (const std::string& sched : all_schedules(64)) {
     ScopedEnv env("QKV2CTX_INT8_SCHEDULE", sched);
     const AttentionDesc d = int8_desc(2, 64, Layout::trt, MaskMode::varlen, BoundMode::guarded, kStress);
     const Plan plan = make_plan(d, kFused);
@@ -348,6 +397,23 @@ TEST(FusedInt8, DeclinesWithReasons) {
     ADD_FAILURE() << "a bad QKV2CTX_INT8_SCHEDULE should be rejected";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("QKV2CTX_INT8_SCHEDULE"), std::string::npos) << e.what();
+  }
+}
+
+// A forced wgmma schedule that cannot run is refused at plan creation, naming why.
+TEST(FusedInt8, ForcedWgmmaRefusedWhereItCannotRun) {
+  QKV2CTX_REQUIRE_GPU();
+  ScopedEnv env("QKV2CTX_INT8_SCHEDULE", "wgmma");
+  for (int H : {32, 64}) {
+    if (wgmma_runs(H)) continue;
+    try {
+      (void)make_plan(int8_desc(2, H, Layout::trt, MaskMode::none, BoundMode::guarded, kBenign), kFused);
+      ADD_FAILURE() << "forced wgmma at head size " << H << " on SM " << device_sm() << " should be refused";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::unsupported);
+      const std::string why = device_sm() != 90 ? "needs an SM 9.0 device" : "head size " + std::to_string(H);
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+    }
   }
 }
 
@@ -403,14 +469,18 @@ TEST(FusedInt8, RejectsBadTileKeys) {
 
 TEST(FusedInt8Sanitizer, TinyShapes) {
   QKV2CTX_REQUIRE_GPU();
-  for (const std::string& sched : {"buffered", "resident", "streaming"}) {
-    check(int8_desc(2, 64, Layout::trt, MaskMode::varlen, BoundMode::guarded, kStress),
-          int8_spec(MaskMode::varlen, 4, 70, kStress), sched);
-    check(int8_desc(1, 32, Layout::chw32, MaskMode::varlen, BoundMode::row_max, kBenign),
-          int8_spec(MaskMode::varlen, 3, 33, kBenign), sched);
-    check(int8_desc(2, 128, Layout::hf, MaskMode::lengths, BoundMode::fixed_bound, kStress),
-          int8_spec(MaskMode::lengths, 3, 40, kStress), sched);
-    check(int8_desc(1, 64, Layout::trt, MaskMode::none, BoundMode::row_max, kBenign),
-          int8_spec(MaskMode::none, 1, 1, kBenign), sched);
-  }
+  struct Case {
+    AttentionDesc d;
+    ProblemSpec spec;
+  };
+  const Case cases[] = {
+      {int8_desc(2, 64, Layout::trt, MaskMode::varlen, BoundMode::guarded, kStress), int8_spec(MaskMode::varlen, 4, 70, kStress)},
+      {int8_desc(1, 32, Layout::chw32, MaskMode::varlen, BoundMode::row_max, kBenign), int8_spec(MaskMode::varlen, 3, 33, kBenign)},
+      {int8_desc(2, 128, Layout::hf, MaskMode::lengths, BoundMode::fixed_bound, kStress), int8_spec(MaskMode::lengths, 3, 40, kStress)},
+      {int8_desc(1, 64, Layout::trt, MaskMode::none, BoundMode::row_max, kBenign), int8_spec(MaskMode::none, 1, 1, kBenign)},
+      // wgmma: several 64-key tiles, a partial last one, a guarded repair
+      {int8_desc(2, 64, Layout::hf, MaskMode::lengths, BoundMode::guarded, kStress), int8_spec(MaskMode::lengths, 2, 150, kStress)},
+  };
+  for (const Case& c : cases)
+    for (const std::string& sched : all_schedules(c.d.head_size)) check(c.d, c.spec, sched);
 }

@@ -67,6 +67,20 @@ __device__ __forceinline__ void fence_proxy_async_shared() {
 #endif
 }
 
+// Four 8x8 b16 matrices stored to shared memory (sm_90): lanes 8i..8i+7 supply the row addresses of
+// matrix i (16-byte rows); thread l supplies, in r[i], row l/4, columns 2(l%4) and 2(l%4)+1 of matrix i
+// (the layout ldmatrix_x4 loads).
+__device__ __forceinline__ void stmatrix_x4(std::uint32_t smem_addr, const std::uint32_t (&r)[4]) {
+#ifdef QKV2CTX_WGMMA_ENABLED
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(smem_addr), "r"(r[0]),
+               "r"(r[1]), "r"(r[2]), "r"(r[3])
+               : "memory");
+#else
+  (void)smem_addr, (void)r;
+  __trap();
+#endif
+}
+
 // Pins accumulator registers in program order around an asynchronous wgmma: the empty asm "writes"
 // them, so the compiler neither moves earlier writes past the wgmma nor reads the results before the
 // wait that follows it. It orders values, not registers: an empty asm emits no PTX, and a "+" operand
@@ -105,17 +119,19 @@ __device__ __forceinline__ void wgmma_fence_operands(float (&d)[N][4]) {
 #define QKV2CTX_WGMMA_ARG5_N128 "%69"
 
 
-// The "+f" operands of n-tile j (8 columns: 4 accumulators per thread); N columns = N/8 tiles.
-#define QKV2CTX_WGMMA_ACC_TILE(d, j) "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])
-#define QKV2CTX_WGMMA_ACC_N32(d) \
-  QKV2CTX_WGMMA_ACC_TILE(d, 0), QKV2CTX_WGMMA_ACC_TILE(d, 1), QKV2CTX_WGMMA_ACC_TILE(d, 2), QKV2CTX_WGMMA_ACC_TILE(d, 3)
-#define QKV2CTX_WGMMA_ACC_N64(d)                                                                                 \
-  QKV2CTX_WGMMA_ACC_N32(d), QKV2CTX_WGMMA_ACC_TILE(d, 4), QKV2CTX_WGMMA_ACC_TILE(d, 5), QKV2CTX_WGMMA_ACC_TILE(d, 6), \
-      QKV2CTX_WGMMA_ACC_TILE(d, 7)
-#define QKV2CTX_WGMMA_ACC_N128(d) \
-  QKV2CTX_WGMMA_ACC_N64(d), QKV2CTX_WGMMA_ACC_TILE(d, 8), QKV2CTX_WGMMA_ACC_TILE(d, 9), QKV2CTX_WGMMA_ACC_TILE(d, 10), \
-      QKV2CTX_WGMMA_ACC_TILE(d, 11), QKV2CTX_WGMMA_ACC_TILE(d, 12), QKV2CTX_WGMMA_ACC_TILE(d, 13),             \
-      QKV2CTX_WGMMA_ACC_TILE(d, 14), QKV2CTX_WGMMA_ACC_TILE(d, 15)
+// The accumulator operands of n-tile j (8 columns: 4 accumulators per thread) with constraint C ("+f"
+// for f32, "+r" for s32); N columns = N/8 tiles.
+#define QKV2CTX_WGMMA_ACC_TILE(d, j, C) C(d[j][0]), C(d[j][1]), C(d[j][2]), C(d[j][3])
+#define QKV2CTX_WGMMA_ACC_N32(d, C)                                                      \
+  QKV2CTX_WGMMA_ACC_TILE(d, 0, C), QKV2CTX_WGMMA_ACC_TILE(d, 1, C), QKV2CTX_WGMMA_ACC_TILE(d, 2, C), \
+      QKV2CTX_WGMMA_ACC_TILE(d, 3, C)
+#define QKV2CTX_WGMMA_ACC_N64(d, C)                                                                       \
+  QKV2CTX_WGMMA_ACC_N32(d, C), QKV2CTX_WGMMA_ACC_TILE(d, 4, C), QKV2CTX_WGMMA_ACC_TILE(d, 5, C),           \
+      QKV2CTX_WGMMA_ACC_TILE(d, 6, C), QKV2CTX_WGMMA_ACC_TILE(d, 7, C)
+#define QKV2CTX_WGMMA_ACC_N128(d, C)                                                                      \
+  QKV2CTX_WGMMA_ACC_N64(d, C), QKV2CTX_WGMMA_ACC_TILE(d, 8, C), QKV2CTX_WGMMA_ACC_TILE(d, 9, C),           \
+      QKV2CTX_WGMMA_ACC_TILE(d, 10, C), QKV2CTX_WGMMA_ACC_TILE(d, 11, C), QKV2CTX_WGMMA_ACC_TILE(d, 12, C), \
+      QKV2CTX_WGMMA_ACC_TILE(d, 13, C), QKV2CTX_WGMMA_ACC_TILE(d, 14, C), QKV2CTX_WGMMA_ACC_TILE(d, 15, C)
 
 // d (+)= A·Bᵀ, m64nNk16, Elem x Elem -> f32, A and B K-major in shared memory (descriptors): the
 // scores Q·Kᵀ. accumulate = false overwrites d.
@@ -123,7 +139,7 @@ __device__ __forceinline__ void wgmma_fence_operands(float (&d)[N][4]) {
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " QKV2CTX_WGMMA_ARG2_N##N ", 0;\n"                   \
                "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " QKV2CTX_WGMMA_REGS_N##N \
                ", " QKV2CTX_WGMMA_ARG0_N##N ", " QKV2CTX_WGMMA_ARG1_N##N ", p, 1, 1, 0, 0;\n}\n"        \
-               : QKV2CTX_WGMMA_ACC_N##N(d)                                                            \
+               : QKV2CTX_WGMMA_ACC_N##N(d, "+f")                                                      \
                : "l"(desc_a), "l"(desc_b), "r"(accumulate ? 1 : 0))
 
 // d += A·B, m64nNk16, A from registers (the mma.m16n8k16 A fragment layout of the warp's 16 rows:
@@ -133,7 +149,7 @@ __device__ __forceinline__ void wgmma_fence_operands(float (&d)[N][4]) {
                "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " QKV2CTX_WGMMA_REGS_N##N  \
                ", {" QKV2CTX_WGMMA_ARG0_N##N ", " QKV2CTX_WGMMA_ARG1_N##N ", " QKV2CTX_WGMMA_ARG2_N##N  \
                ", " QKV2CTX_WGMMA_ARG3_N##N "}, " QKV2CTX_WGMMA_ARG4_N##N ", p, 1, 1, 1;\n}\n"           \
-               : QKV2CTX_WGMMA_ACC_N##N(d)                                                             \
+               : QKV2CTX_WGMMA_ACC_N##N(d, "+f")                                                       \
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1))
 
 template <class Elem, int N>
@@ -176,6 +192,65 @@ __device__ __forceinline__ void wgmma_rs_trans_b(float (&d)[N / 8][4], const std
 #endif
 }
 
+// The INT8 forms (s8 x s8 -> s32, m64nNk32; integer wgmma has no transpose or scale immediates, so
+// both operands are K-major: V enters P·V transposed, see fused_sm90/int8_wgmma.cuh). The A registers of
+// the RS form hold the mma.m16n8k32 A fragment of the warp's 16 rows (4 consecutive k per register:
+// a0 row g / k 4q.., a1 row g+8, a2 row g / k 16+4q.., a3 row g+8); accumulators as above.
+#define QKV2CTX_WGMMA_SS_S8(N)                                                                        \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " QKV2CTX_WGMMA_ARG2_N##N ", 0;\n"                   \
+               "wgmma.mma_async.sync.aligned.m64n" #N "k32.s32.s8.s8 " QKV2CTX_WGMMA_REGS_N##N        \
+               ", " QKV2CTX_WGMMA_ARG0_N##N ", " QKV2CTX_WGMMA_ARG1_N##N ", p;\n}\n"                  \
+               : QKV2CTX_WGMMA_ACC_N##N(d, "+r")                                                      \
+               : "l"(desc_a), "l"(desc_b), "r"(accumulate ? 1 : 0))
+#define QKV2CTX_WGMMA_RS_S8(N)                                                                        \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " QKV2CTX_WGMMA_ARG5_N##N ", 0;\n"                   \
+               "wgmma.mma_async.sync.aligned.m64n" #N "k32.s32.s8.s8 " QKV2CTX_WGMMA_REGS_N##N        \
+               ", {" QKV2CTX_WGMMA_ARG0_N##N ", " QKV2CTX_WGMMA_ARG1_N##N ", " QKV2CTX_WGMMA_ARG2_N##N \
+               ", " QKV2CTX_WGMMA_ARG3_N##N "}, " QKV2CTX_WGMMA_ARG4_N##N ", p;\n}\n"                 \
+               : QKV2CTX_WGMMA_ACC_N##N(d, "+r")                                                      \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate ? 1 : 0))
+
+// d (+)= A·Bᵀ, A and B K-major in shared memory (Q·Kᵀ); accumulate = false overwrites d.
+template <int N>
+__device__ __forceinline__ void wgmma_ss_s8(int (&d)[N / 8][4], std::uint64_t desc_a, std::uint64_t desc_b,
+                                            bool accumulate) {
+#ifdef QKV2CTX_WGMMA_ENABLED
+  if constexpr (N == 64) QKV2CTX_WGMMA_SS_S8(64);
+  else if constexpr (N == 128) QKV2CTX_WGMMA_SS_S8(128);
+  else static_assert(N == 64 || N == 128, "wgmma_ss_s8: N = 64 or 128 (keys per K tile)");
+#else
+  (void)d, (void)desc_a, (void)desc_b, (void)accumulate;
+  __trap();
+#endif
+}
+
+// d (+)= A·B, A from registers, B K-major in shared memory (P·V with Vᵀ stored [D][keys]).
+template <int N>
+__device__ __forceinline__ void wgmma_rs_s8(int (&d)[N / 8][4], const std::uint32_t (&a)[4], std::uint64_t desc_b,
+                                            bool accumulate) {
+#ifdef QKV2CTX_WGMMA_ENABLED
+  if constexpr (N == 32) QKV2CTX_WGMMA_RS_S8(32);
+  else if constexpr (N == 64) QKV2CTX_WGMMA_RS_S8(64);
+  else if constexpr (N == 128) QKV2CTX_WGMMA_RS_S8(128);
+  else static_assert(N == 32 || N == 64 || N == 128, "wgmma_rs_s8: N = 32, 64 or 128 (the head size)");
+#else
+  (void)d, (void)a, (void)desc_b, (void)accumulate;
+  __trap();
+#endif
+}
+
+// wgmma_fence_operands for s32 accumulators and other 32-bit integer values.
+template <class T, int N>
+__device__ __forceinline__ void wgmma_fence_operands(T (&d)[N][4]) {
+  static_assert(std::is_integral_v<T> && sizeof(T) == 4, "32-bit integers (floats: the overload above)");
+#pragma unroll
+  for (int j = 0; j < N; ++j)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) asm volatile("" : "+r"(d[j][i])::"memory");
+}
+
+#undef QKV2CTX_WGMMA_SS_S8
+#undef QKV2CTX_WGMMA_RS_S8
 #undef QKV2CTX_WGMMA_SS
 #undef QKV2CTX_WGMMA_RS
 #undef QKV2CTX_WGMMA_ACC_TILE

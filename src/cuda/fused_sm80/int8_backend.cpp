@@ -50,17 +50,24 @@ class FusedInt8Backend final : public BackendImpl {
   MemSpace memory_space() const override { return MemSpace::cuda; }
 
   std::string describe() const override {
-    std::string s = "fused sm_80 INT8 (mma.sync m16n8k32 s8->s32, D=" + std::to_string(desc_.head_size) +
-                    ", bound=" + std::string(to_string(desc_.bound)) +
-                    "): buffered where its shared-memory row buffers leave >= " +
-                    std::to_string(fused_int8::kBufferedAutoMinWarpsPerSm) +
-                    " warps per SM (S <= 128; 16 query rows per warp, up to 4 warps per CTA, K/V "
-                    "streamed in 64- or 128-key tiles, each row's FP32 exponentials kept in shared memory so "
-                    "every exponential is computed once), longer sequences two-pass streaming (4 warps x 16 "
-                    "rows, exponentials recomputed); probabilities quantized after normalization (SPEC 5.0)";
+    std::string s = "fused INT8 (D=" + std::to_string(desc_.head_size) +
+                    ", bound=" + std::string(to_string(desc_.bound)) + "), schedule per run: ";
+    if (caps_.sm == 90 && fused_int8::has_wgmma_int8_kernel(desc_.head_size))
+      s += "sm_90a wgmma (m64nNk32 s8->s32, 2 warpgroups x 64 query rows per CTA, V transposed once per tile in "
+           "shared memory; streaming passes over 64-key tiles" +
+           std::string(desc_.head_size == 64 ? ", automatic for D = 64 at S > 256 with the fixed bound"
+                                             : "; only when forced: the sm_80 schedules measured faster at D = 128") +
+           "; S <= 128 whole rows in registers when forced), else ";
+    s += "sm_80 mma.sync m16n8k32 s8->s32: buffered where its shared-memory row buffers leave >= " +
+         std::to_string(fused_int8::kBufferedAutoMinWarpsPerSm) +
+         " warps per SM (S <= 128; 16 query rows per warp, up to 4 warps per CTA, K/V streamed in 64- or 128-key "
+         "tiles, each row's FP32 exponentials kept in shared memory so every exponential is computed once), longer "
+         "sequences two-pass streaming (4 warps x 16 rows, exponentials recomputed); probabilities quantized after "
+         "normalization (SPEC 5.0)";
     if (options_.force != Int8Options::Force::automatic)
       s += options_.force == Int8Options::Force::resident    ? " [forced: resident]"
            : options_.force == Int8Options::Force::buffered ? " [forced: buffered]"
+           : options_.force == Int8Options::Force::wgmma    ? " [forced: wgmma]"
                                                              : " [forced: streaming]";
     if (scales_.fixed_bound_underflow_likely && desc_.bound != BoundMode::row_max)
       s += "\nwarning: p_max = " + std::to_string(scales_.fixed_bound) +
@@ -143,7 +150,8 @@ class FusedInt8Backend final : public BackendImpl {
 
   Int8Launch choose(int batch, int max_seqlen, std::int64_t tokens) const {
     Int8Launch l = fused_int8::plan_int8_launch(desc_.head_size, desc_.mask, batch, max_seqlen, tokens,
-                                                desc_.num_heads, caps_.max_smem_optin, options_, caps_.num_sms);
+                                                desc_.num_heads, caps_.max_smem_optin, options_, caps_.num_sms,
+                                                caps_.sm, desc_.bound);
     if (l.schedule == fused_int8::Int8Schedule::resident &&
         (max_seqlen > fused_int8::kResidentMaxKeys ||
          l.smem_bytes + fused_int8::kStaticSmemReserve > caps_.max_smem_optin))
@@ -179,7 +187,7 @@ class FusedInt8Backend final : public BackendImpl {
   Int8Derived scales_;
 };
 
-// QKV2CTX_INT8_SCHEDULE=buffered|resident|streaming, QKV2CTX_INT8_BLOCK_M=<rows> and QKV2CTX_INT8_TILE_KEYS=64|128
+// QKV2CTX_INT8_SCHEDULE=buffered|resident|streaming|wgmma, QKV2CTX_INT8_BLOCK_M=<rows> and QKV2CTX_INT8_TILE_KEYS=64|128
 // (buffered) override the per-run choice
 // for plans made while they are set (tests cover both schedules through make_plan; measurements compare
 // them). Read once, at plan creation; explicit options win.
@@ -190,9 +198,11 @@ fused_int8::Int8Options options_from_env(fused_int8::Int8Options o) {
       if (s == "resident") o.force = Int8Options::Force::resident;
       else if (s == "streaming") o.force = Int8Options::Force::streaming;
       else if (s == "buffered") o.force = Int8Options::Force::buffered;
+      else if (s == "wgmma") o.force = Int8Options::Force::wgmma;
       else if (s != "auto")
-        throw Error(ErrorCode::invalid_argument, "QKV2CTX_INT8_SCHEDULE = '" + s +
-                                                     "' is not allowed: use buffered, resident, streaming, auto or leave it unset");
+        throw Error(ErrorCode::invalid_argument,
+                    "QKV2CTX_INT8_SCHEDULE = '" + s +
+                        "' is not allowed: use buffered, resident, streaming, wgmma, auto or leave it unset");
     }
   }
   if (o.block_m == 0) {
@@ -234,6 +244,21 @@ std::unique_ptr<BackendImpl> make_fused_int8_backend(const AttentionDesc& desc, 
     return decline("the fused INT8 kernels need SM 8.0 or newer (mma.sync m16n8k32, cp.async); device " +
                    std::to_string(caps.device) + " is SM " + std::to_string(caps.sm / 10) + "." +
                    std::to_string(caps.sm % 10));
+  if (options.force == Int8Options::Force::wgmma) {
+    // A forced schedule that cannot run is an error, not a silent fallback (the plan says what runs).
+    if (caps.sm != 90)
+      throw Error(ErrorCode::unsupported, "fused INT8: the wgmma schedule was forced but needs an SM 9.0 device "
+                                          "(sm_90a); device " + std::to_string(caps.device) + " is SM " +
+                                              std::to_string(caps.sm / 10) + "." + std::to_string(caps.sm % 10));
+    if (!fused_int8::has_wgmma_int8_kernel(desc.head_size))
+      throw Error(ErrorCode::unsupported, "fused INT8: the wgmma schedule was forced but has no kernel for head size " +
+                                              std::to_string(desc.head_size) + " (it has 64 and 128)");
+    if (fused_int8::int8_wgmma_smem(desc.head_size) + fused_int8::kStaticSmemReserve > caps.max_smem_optin)
+      throw Error(ErrorCode::unsupported, "fused INT8: the wgmma schedule needs " +
+                                              std::to_string(fused_int8::int8_wgmma_smem(desc.head_size)) +
+                                              " bytes of shared memory per block; the device allows " +
+                                              std::to_string(caps.max_smem_optin));
+  }
   if (fused_int8::streaming_smem(desc.head_size) > caps.max_smem_optin)
     return decline("the device's shared memory per block (" + std::to_string(caps.max_smem_optin) +
                    " bytes) is below the " + std::to_string(fused_int8::streaming_smem(desc.head_size)) +

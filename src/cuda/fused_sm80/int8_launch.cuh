@@ -12,6 +12,7 @@
 #include "cuda/fused_sm80/int8_launch.hpp"
 #include "cuda/fused_sm80/int8_resident.cuh"
 #include "cuda/fused_sm80/int8_streaming.cuh"
+#include "cuda/fused_sm90/int8_wgmma.cuh"
 #include "qkv2ctx/error.hpp"
 
 namespace qkv2ctx::fused_int8 {
@@ -44,7 +45,7 @@ void launch_int8_instance(const Int8Params& p, const Int8Launch& l, cudaStream_t
                                             " CTAs exceed the grid limit of 2^31 - 1");
   // One opt-in flag per kernel instance; each schedule picks its instance, then one launch path.
   static std::atomic<std::uint64_t> resident_opted{0}, streaming_opted{0}, streaming128_opted{0}, buffered_opted{0},
-      buffered128_opted{0};
+      buffered128_opted{0}, wgmma_opted{0}, wgmma_row_opted{0};
   Int8Kernel kernel = nullptr;
   std::atomic<std::uint64_t>* opted = nullptr;
   unsigned threads = 0;
@@ -55,6 +56,17 @@ void launch_int8_instance(const Int8Params& p, const Int8Launch& l, cudaStream_t
     opted = long_tiles ? &buffered128_opted : &buffered_opted;
     threads = static_cast<unsigned>(l.block_m / 16 * 32);
     name = "launch int8_buffered_kernel";
+  } else if (l.schedule == Int8Schedule::wgmma) {
+    if constexpr (has_wgmma_int8_kernel(D)) {
+      const bool whole_row = l.tile_keys == kWgmmaInt8WholeRowKeys;
+      kernel = whole_row ? int8_wgmma_kernel<D, kWgmmaInt8WholeRowKeys> : int8_wgmma_kernel<D, kWgmmaInt8TileKeys>;
+      opted = whole_row ? &wgmma_row_opted : &wgmma_opted;
+      threads = kWgmmaInt8Threads;
+      name = "launch int8_wgmma_kernel";
+    } else {
+      throw Error(ErrorCode::unsupported, "fused INT8: no wgmma kernel for head size " + std::to_string(D) +
+                                              " (it has 64 and 128)");
+    }
   } else if (l.schedule == Int8Schedule::resident) {
     kernel = int8_resident_kernel<D>;
     opted = &resident_opted;

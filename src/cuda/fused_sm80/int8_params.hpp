@@ -77,11 +77,30 @@ constexpr int buffered_tile_keys(int max_seqlen, int forced_tile_keys = 0) {
 
 constexpr bool is_supported_head_size(int d) { return d == 32 || d == 64 || d == 128; }
 
-enum class Int8Schedule : std::uint8_t { resident, streaming, buffered };
+// wgmma (sm_90a, fused_sm90/int8_wgmma.cuh): both GEMMs on the warpgroup MMA, 2 warpgroups x 64 query
+// rows per CTA, V transposed once per tile in shared memory. Sequences of at most 128 keys keep the whole
+// row in registers (one 128-key tile, each exponential computed once); longer ones run the streaming
+// passes over 64-key tiles.
+inline constexpr int kWgmmaInt8Threads = 256;
+inline constexpr int kWgmmaInt8BlockM = 128;
+inline constexpr int kWgmmaInt8TileKeys = 64;       // streaming
+inline constexpr int kWgmmaInt8WholeRowKeys = 128;  // whole row: max_seqlen <= this
+inline constexpr int kWgmmaInt8AlignSlack = 1024;   // swizzle atoms need 1024-byte aligned tiles
+constexpr bool has_wgmma_int8_kernel(int d) { return d == 64 || d == 128; }
+constexpr int wgmma_int8_tile_keys(int max_seqlen) {
+  return max_seqlen <= kWgmmaInt8WholeRowKeys ? kWgmmaInt8WholeRowKeys : kWgmmaInt8TileKeys;
+}
+// Q [128][D] | K, V staging, Vᵀ tiles (two stages each when streaming, one for the whole row) | slack.
+constexpr int int8_wgmma_smem(int head_size, int tile_keys = kWgmmaInt8TileKeys) {
+  const int stages = tile_keys == kWgmmaInt8WholeRowKeys ? 1 : 2;
+  return (kWgmmaInt8BlockM + 3 * stages * tile_keys) * head_size + kWgmmaInt8AlignSlack;
+}
+
+enum class Int8Schedule : std::uint8_t { resident, streaming, buffered, wgmma };
 
 // Test and benchmark hooks; the defaults pick by the rules below.
 struct Int8Options {
-  enum class Force : std::uint8_t { automatic, resident, streaming, buffered } force = Force::automatic;
+  enum class Force : std::uint8_t { automatic, resident, streaming, buffered, wgmma } force = Force::automatic;
   int block_m = 0;  // resident, buffered: query rows per CTA (a multiple of 16; buffered <= 64); 0 = choose
   int tile_keys = 0;  // buffered, streaming: keys per K/V tile, 64 or 128; 0 = buffered_tile_keys(S) /
                       // kStreamTileKeys
@@ -277,12 +296,38 @@ constexpr int choose_buffered_warps(int head_size, int max_seqlen, int max_smem_
   return buffered_occupancy(head_size, max_seqlen, max_smem_optin, tile_keys).warps;
 }
 
-// Buffered (automatically: S <= 512 with at least kBufferedAutoMinWarpsPerSm warps per SM), resident (when forced: S <= 512 and
-// K + Vt fit shared memory; automatically: S <= 128 when buffered does not fit) or streaming.
+// The automatic choice takes the wgmma schedule on SM 9.0 (it needs sm_90a) where it measured faster than
+// the sm_80 schedules: D = 64 beyond S = 256 (its streaming form) with the fixed bound (fixed_bound,
+// guarded). Measured on an H100 (guarded, median µs, wgmma / sm_80 streaming, same run): H = 16 S = 384
+// B = 32 96.0 / 96.9 (other runs: 93.3 / 95.8, 95.7 / 95.2); H = 12 S = 512 118.7 / 118.7 (116.0 / 119.6);
+// H = 16 S = 512 153.4 / 154.5; S = 1024 B = 8 142.7 / 145.5; S = 2048 B = 8 516.1 / 531.8; but S = 192
+// 77.5 / 75.7 and S = 256 72.6 / 72.2. Not automatic: row_max (its extra max pass: S = 384 113.0 / 110.2,
+// H = 16 S = 512 185.7 / 181.2, S = 2048 642.6 / 639.4), D = 128 (S = 384: 185.1 / 170.1, 1 CTA per SM at
+// 198 registers) and the whole-row form (S = 128: D = 64 45.2 vs buffered 44.7, D = 128 56.2 vs 49.5).
+inline constexpr int kWgmmaInt8AutoMinKeys = 257;
+constexpr bool wgmma_int8_auto(int head_size, int max_seqlen, int sm, BoundMode bound) {
+  return sm == 90 && head_size == 64 && max_seqlen >= kWgmmaInt8AutoMinKeys && bound != BoundMode::row_max;
+}
+
+// wgmma (automatically: wgmma_int8_auto; `sm` = major * 10 + minor, `bound` the run's bound mode),
+// buffered (automatically: S <= 512 with at least kBufferedAutoMinWarpsPerSm warps per SM), resident (when
+// forced: S <= 512 and K + Vt fit shared memory; automatically: S <= 128 when buffered does not fit) or
+// streaming.
 inline Int8Launch plan_int8_launch(int head_size, MaskMode mask, int batch, int max_seqlen,
                                    std::int64_t num_tokens, int num_heads, int max_smem_optin,
-                                   const Int8Options& opt = {}, int num_sms = 132) {
+                                   const Int8Options& opt = {}, int num_sms = 132, int sm = 80,
+                                   BoundMode bound = BoundMode::guarded) {
   Int8Launch l;
+  if (opt.force == Int8Options::Force::wgmma ||
+      (opt.force == Int8Options::Force::automatic && wgmma_int8_auto(head_size, max_seqlen, sm, bound))) {
+    l.schedule = Int8Schedule::wgmma;
+    l.block_m = kWgmmaInt8BlockM;
+    l.tile_keys = wgmma_int8_tile_keys(max_seqlen);
+    l.smem_bytes = int8_wgmma_smem(head_size, l.tile_keys);
+    l.tile_slots = tile_slots_for(mask, l.block_m, max_seqlen, num_tokens, batch);
+    l.ctas = l.tile_slots * num_heads * (mask == MaskMode::varlen ? 1 : batch);
+    return l;
+  }
   const int cap = round_up(std::max(max_seqlen, 1), kChunkKeys);
   const bool resident_fits = max_seqlen <= kResidentMaxKeys &&
                              resident_smem(head_size, 16, cap).total + kStaticSmemReserve <= max_smem_optin;
