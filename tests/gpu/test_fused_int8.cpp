@@ -159,8 +159,8 @@ TEST(FusedInt8Policy, ScheduleAndGrid) {
 }
 
 // SM 9.0: the wgmma schedule automatically for D = 64 beyond S = 256 with the fixed bound (its streaming
-// form: 64-key tiles; row_max keeps the sm_80 streaming kernel), when forced for D = 64 and 128 at any S (the whole row in one 128-key tile up to S = 128); 128 query rows
-// per CTA.
+// form: 64-key tiles; row_max keeps the sm_80 streaming kernel); when forced, for D = 64 and 128 at any S
+// (the whole row in one 128-key tile up to S = 128); 128 query rows per CTA.
 TEST(FusedInt8Policy, HopperSchedule) {
   using namespace fused_int8;
   const int smem = 227 * 1024;
